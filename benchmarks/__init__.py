@@ -1,0 +1,1 @@
+"""Benchmarks: latency and throughput measured side by side with in-process onnxruntime."""
