@@ -7,15 +7,14 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
 
 from tritonkit.errors import TritonKitError, UsageError, exit_code_for
+from tritonkit.export.commands import export_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-export_app = typer.Typer(no_args_is_help=True, help="Export a trained model into a Triton model repository.")
 app.add_typer(export_app, name="export")
 console = Console(stderr=True)
 
@@ -88,22 +87,6 @@ def predict(
     with TritonClient(url, protocol=protocol, timeout_s=timeout_s) as client:
         prediction = client.predict(model, features, version=version)
     typer.echo(json.dumps(prediction.to_dict()))
-
-
-@export_app.command("churn")
-def export_churn(
-    repository: Path = typer.Option(Path("model_repository"), "--repository", "-r"),
-    name: str = typer.Option("churn", help="Model name in the repository."),
-    version: Optional[int] = typer.Option(None, help="Pin a version number (default: next one)."),
-    replace: bool = typer.Option(False, help="Overwrite the pinned --version if it exists."),
-):
-    """Train the example churn model (synthetic data, deterministic) and export it."""
-    from tritonkit.export.churn import export_churn as run
-
-    result = run(repository, name=name, version=version, replace=replace)
-    typer.echo(f"exported {name} version {result.version} to {result.path}")
-    for parity in result.parity:
-        typer.echo(f"  parity vs PyTorch, {parity}")
 
 
 def main() -> None:
