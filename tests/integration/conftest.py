@@ -56,6 +56,23 @@ instance_group [ { count: 1 kind: KIND_CPU } ]
     _save(repository / "varlen", graph, config)
 
 
+def build_vector_model(repository: Path) -> None:
+    """`vector`: one FP32 [4] input, y = 2x: fed by a list column or by four stacked scalar columns."""
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "two"], ["y"])], "vector",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+        initializer=[helper.make_tensor("two", TensorProto.FLOAT, [], [2.0])],
+    )
+    config = """backend: "onnxruntime"
+max_batch_size: 64
+input [ { name: "x" data_type: TYPE_FP32 dims: [ 4 ] } ]
+output [ { name: "y" data_type: TYPE_FP32 dims: [ 4 ] } ]
+dynamic_batching { }
+"""
+    _save(repository / "vector", graph, config)
+
+
 @pytest.fixture(scope="session")
 def churn_repository(tmp_path_factory) -> Path:
     """A model repository holding the churn example (exported once per session) and two test models."""
@@ -63,6 +80,7 @@ def churn_repository(tmp_path_factory) -> Path:
     export_churn(repository)
     build_dtypes_model(repository)
     build_varlen_model(repository)
+    build_vector_model(repository)
     return repository
 
 

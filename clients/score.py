@@ -1,0 +1,314 @@
+"""`tritonkit score`: a whole dataset through Triton, resumable, every row exactly once.
+
+read (chunks) -> validate and convert (mapping) -> send (bulk, many requests in flight) ->
+write (one part per chunk) -> merge. Rows that fail validation or inference go to the rejects
+file with their row number and reason; read = scored + rejected, always.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from tritonkit.clients import mapping, sources
+from tritonkit.clients.bulk import AsyncInferer
+from tritonkit.clients.realtime import TritonClient
+from tritonkit.clients.sinks import PartStore, output_format
+from tritonkit.errors import ServerError, UsageError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ScoreOptions:
+    model: str
+    input: Path
+    output: Path
+    url: str = "127.0.0.1:8001"
+    protocol: str = "grpc"
+    version: str = ""
+    concurrency: int = 4
+    batch_size: int | None = None  # rows per request; default the model's max_batch_size
+    chunk_rows: int = 65_536
+    resume: bool = False
+    shard: tuple[int, int] = (0, 1)
+    id_column: str | None = None
+    maps: list[str] = field(default_factory=list)
+    rejects: Path | None = None
+    format: str | None = None
+    threshold: float | None = None
+    score_output: str | None = None
+    segments: list[str] = field(default_factory=list)  # names, one more than bounds
+    segment_bounds: list[float] = field(default_factory=list)
+    ssl: bool = False
+    root_certificates: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    timeout_s: float = 120.0
+
+
+@dataclass
+class ScoreReport:
+    model: str
+    model_version: str
+    rows_read: int = 0
+    rows_scored: int = 0
+    rows_rejected: int = 0
+    rows_resumed: int = 0  # of rows_read, those finished by an earlier run
+    wall_s: float = 0.0
+    rows_per_s: float = 0.0
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    requests: int = 0
+    retries: int = 0
+    shard: str = "0/1"
+    output: str = ""
+    rejects: str = ""
+
+    @property
+    def complete(self) -> bool:
+        return self.rows_read == self.rows_scored + self.rows_rejected
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        index, count = (int(p) for p in text.split("/"))
+    except ValueError:
+        raise UsageError(f"--shard {text!r} is not I/N (for example 0/4)") from None
+    if count < 1 or not 0 <= index < count:
+        raise UsageError(f"--shard {text!r}: expected 0 <= I < N")
+    return index, count
+
+
+class _Postprocess:
+    """Optional classifier post-processing: a threshold to a label, bounds to named segments."""
+
+    def __init__(self, options: ScoreOptions, meta):
+        self.threshold, self.segments, self.bounds = options.threshold, options.segments, options.segment_bounds
+        self.source = options.score_output
+        if self.threshold is None and not self.segments:
+            return
+        if self.segments and len(self.segments) != len(self.bounds) + 1:
+            raise UsageError(f"--segments has {len(self.segments)} names for {len(self.bounds)} bounds; "
+                             "expected one name more than bounds (e.g. Low,Medium,High with 0.3,0.6)")
+        if list(self.bounds) != sorted(self.bounds):
+            raise UsageError(f"--segment-bounds {self.bounds} must be ascending")
+        if self.source is None:
+            candidates = [t.name for t in meta.outputs if t.datatype.startswith("FP") and t.shape[1:] in ((1,), ())]
+            if not candidates:
+                raise UsageError(f"model `{meta.name}` has no scalar float output to threshold; pass --score-output")
+            self.source = candidates[0]
+        elif self.source not in {t.name for t in meta.outputs}:
+            raise UsageError(f"--score-output {self.source!r} is not an output of `{meta.name}`")
+
+    def columns(self, outputs: dict[str, np.ndarray]) -> dict[str, pa.Array]:
+        if self.threshold is None and not self.segments:
+            return {}
+        score = outputs[self.source].reshape(-1)
+        extra = {}
+        if self.threshold is not None:
+            extra["predicted_label"] = pa.array((score >= self.threshold).astype(np.int8))
+        if self.segments:
+            codes = np.searchsorted(np.asarray(self.bounds), score, side="right").astype(np.int32)
+            extra["segment"] = pa.DictionaryArray.from_arrays(pa.array(codes), pa.array(self.segments))
+        return extra
+
+
+def _output_column(values: np.ndarray) -> pa.Array:
+    if values.dtype == object:
+        return pa.array([v.decode() if isinstance(v, bytes) else v for v in values.reshape(len(values), -1)[:, 0]])
+    flat = values.reshape(len(values), -1)
+    if flat.shape[1] == 1:
+        return pa.array(flat[:, 0])
+    return pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), flat.shape[1])
+
+
+class _Run:
+    def __init__(self, options: ScoreOptions):
+        self.o = options
+        with TritonClient(options.url, protocol=options.protocol, ssl=options.ssl,
+                          root_certificates=options.root_certificates, headers=options.headers) as client:
+            self.meta = client.metadata(options.model, options.version)
+        self.files = sources.input_files(options.input)
+        columns = sources.column_names(self.files)
+        self.specs = mapping.plan(self.meta, columns, mapping.parse_maps(options.maps))
+        if options.id_column and options.id_column not in columns:
+            raise UsageError(f"--id-column {options.id_column!r} is not a column of the input; its columns: "
+                             f"{', '.join(columns)}")
+        self.read_columns = sorted({c for s in self.specs for c in s.columns} | (
+            {options.id_column} if options.id_column else set()))
+        if sources.input_format(self.files[0]) == "jsonl":
+            self.read_columns = None  # a malformed line's error column must come through too
+        self.post = _Postprocess(options, self.meta)
+        self.batch = min(options.batch_size or self.meta.max_batch_size, self.meta.max_batch_size)
+        self.fmt = output_format(options.output, options.format)
+        self.rejects = options.rejects or options.output.with_name(options.output.name + ".rejects.jsonl")
+        self.parts = PartStore(options.output)
+        self.report = ScoreReport(options.model, "", shard=f"{options.shard[0]}/{options.shard[1]}",
+                                  output=str(options.output), rejects=str(self.rejects))
+
+    def manifest(self) -> dict:
+        o = self.o
+        return {"model": o.model, "version": o.version, "input": sources.fingerprint(self.files),
+                "chunk_rows": o.chunk_rows, "shard": list(o.shard), "id_column": o.id_column, "maps": sorted(o.maps),
+                "threshold": o.threshold, "segments": o.segments, "segment_bounds": o.segment_bounds}
+
+    def _converted(self, skip: set[int]):
+        """Chunks of this shard not finished yet, converted to arrays (runs in a worker thread)."""
+        text = [c for s in self.specs for c in s.columns]
+        index, count = self.o.shard
+        for chunk in sources.chunks(self.files, self.o.chunk_rows, self.read_columns, text):
+            if chunk.index % count != index:
+                continue
+            self.report.rows_read += chunk.table.num_rows
+            if chunk.index in skip:
+                continue
+            arrays, valid, reasons = mapping.convert(chunk.table, self.specs)
+            yield chunk, arrays, valid, reasons
+
+    async def _infer_rows(self, inferer, sem, arrays, start):
+        """Results for rows [start, start + n): a failing multi-row request is split to find the bad rows."""
+        n = len(next(iter(arrays.values())))
+        try:
+            async with sem:
+                outputs, version = await inferer.infer(arrays)
+            self.report.requests += 1
+            return [(start, outputs, version)], []
+        except ServerError as e:
+            if e.status == "UNAVAILABLE":
+                raise
+            if n == 1:
+                return [], [(start, str(e))]
+            half = n // 2
+            left = await self._infer_rows(inferer, sem, {k: v[:half] for k, v in arrays.items()}, start)
+            right = await self._infer_rows(inferer, sem, {k: v[half:] for k, v in arrays.items()}, start + half)
+            return left[0] + right[0], left[1] + right[1]
+
+    async def _chunk(self, inferer, sem, chunk, arrays, valid, reasons, progress):
+        n_valid = int(valid.sum())
+        slices = [{k: v[s:s + self.batch] for k, v in arrays.items()} for s in range(0, n_valid, self.batch)]
+        results = await asyncio.gather(*(self._infer_rows(inferer, sem, a, i * self.batch)
+                                         for i, a in enumerate(slices)))
+        done = sorted((r for ok, _ in results for r in ok), key=lambda r: r[0])
+        failed = [f for _, bad in results for f in bad]
+        predicted_at = time.time()
+        rows = chunk.first_row + np.arange(chunk.table.num_rows, dtype=np.int64)
+        valid_rows = rows[valid]
+        keep = np.ones(n_valid, dtype=bool)
+        for position, _ in failed:
+            keep[position] = False
+        version = done[0][2] if done else self.report.model_version
+        self.report.model_version = self.report.model_version or version
+        outputs = {name: np.concatenate([d[1][name] for d in done]) if done else
+                   np.zeros((0, *t.shape[1:]), dtype=t.numpy_dtype)
+                   for name, t in ((t.name, t) for t in self.meta.outputs)}
+        ids = self._ids(chunk.table, rows)
+        scored_ids = ids.filter(pa.array(valid)).filter(pa.array(keep)) if len(ids) else ids
+        n = int(keep.sum())
+        columns = {self.o.id_column or "row": scored_ids}
+        columns.update({name: _output_column(v) for name, v in outputs.items()})
+        columns.update(self.post.columns(outputs))
+        columns["model_name"] = pa.repeat(self.meta.name, n)
+        columns["model_version"] = pa.repeat(str(version), n)
+        columns["predicted_at"] = pa.repeat(pa.scalar(int(predicted_at * 1e6), pa.timestamp("us", tz="UTC")), n)
+        scored = pa.table(columns)
+        reject_rows = [(int(rows[i]), r) for i, r in reasons.items()]
+        reject_rows += [(int(valid_rows[p]), f"inference failed: {r}") for p, r in failed]
+        reject_rows.sort()
+        rejects = pa.table({
+            "row": pa.array([r for r, _ in reject_rows], pa.int64()),
+            "id": pa.array([str(ids[r - chunk.first_row].as_py()) for r, _ in reject_rows], pa.string()),
+            "reason": pa.array([reason for _, reason in reject_rows], pa.string()),
+        })
+        await asyncio.to_thread(self.parts.write, chunk.index, scored, rejects)
+        self.report.rows_scored += n
+        self.report.rows_rejected += len(reject_rows)
+        if progress is not None:
+            progress(chunk.table.num_rows)
+
+    def _ids(self, table: pa.Table, rows: np.ndarray) -> pa.Array:
+        if self.o.id_column:
+            return table.column(self.o.id_column).combine_chunks()
+        return pa.array(rows)
+
+    async def _score(self, skip: set[int], progress) -> None:
+        inferer = AsyncInferer(self.o.url, self.meta, protocol=self.o.protocol, version=self.o.version,
+                               timeout_s=self.o.timeout_s, ssl=self.o.ssl, root_certificates=self.o.root_certificates,
+                               headers=self.o.headers)
+        sem = asyncio.Semaphore(self.o.concurrency)
+        pending: set[asyncio.Task] = set()
+        converted = self._converted(skip)
+        try:
+            while True:
+                item = await asyncio.to_thread(next, converted, None)
+                if item is None:
+                    break
+                pending.add(asyncio.create_task(self._chunk(inferer, sem, *item, progress)))
+                # Keep the next chunk's requests queued while this one's part is written.
+                while len(pending) >= 3:
+                    done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                    for task in done:
+                        task.result()
+            if pending:
+                for task in asyncio.as_completed(pending):
+                    await task
+                pending = set()
+        finally:
+            for task in pending:
+                task.cancel()
+            self.report.retries = inferer.retries
+            if inferer.latencies_ms:
+                lat = np.asarray(inferer.latencies_ms)
+                self.report.latency_ms = {f"p{q}": round(float(np.percentile(lat, q)), 3) for q in (50, 90, 99)}
+            await inferer.close()
+
+    def run(self, progress=None) -> ScoreReport:
+        if self.o.output.exists() and not self.parts.exists():
+            raise UsageError(f"output {self.o.output} already exists; remove it or choose another --output")
+        self.parts.start(self.manifest(), self.o.resume)
+        skip = self.parts.done_chunks()
+        for chunk in skip:
+            scored, rejected = self.parts.counts(chunk)
+            self.report.rows_scored += scored
+            self.report.rows_rejected += rejected
+            self.report.rows_resumed += scored + rejected
+        start = time.perf_counter()
+        asyncio.run(self._score(skip, progress))
+        if not self.report.model_version and skip:
+            self.report.model_version = self._version_from_parts()
+        self.parts.merge(self.o.output, self.rejects, self.fmt)
+        self.report.wall_s = round(time.perf_counter() - start, 3)
+        fresh = self.report.rows_read - self.report.rows_resumed
+        self.report.rows_per_s = round(fresh / self.report.wall_s, 1) if self.report.wall_s else 0.0
+        return self.report
+
+    def _version_from_parts(self) -> str:
+        import pyarrow.parquet as pq
+
+        parts = sorted(self.parts.dir.glob("chunk-*.parquet"))
+        table = pq.read_table(parts[0], columns=["model_version"]) if parts else None
+        return table.column(0)[0].as_py() if table is not None and table.num_rows else ""
+
+
+def score(options: ScoreOptions, progress=None) -> ScoreReport:
+    """Scores `options.input` into `options.output`; returns the report (check `.complete`)."""
+    return _Run(options).run(progress)
+
+
+def total_rows(options: ScoreOptions) -> int | None:
+    """Rows this shard will read, when cheap to know (Parquet); None otherwise."""
+    files = sources.input_files(options.input)
+    total = sources.count_rows(files)
+    if total is None:
+        return None
+    index, count = options.shard
+    chunks = -(-total // options.chunk_rows)
+    mine = range(index, chunks, count)
+    return sum(min(options.chunk_rows, total - c * options.chunk_rows) for c in mine)
