@@ -1,0 +1,113 @@
+"""Bulk `tritonkit score` end to end against in-process onnxruntime, on the same model and rows, in one run.
+
+    python -m tritonkit.benchmarks.bulk [--rows 400000] [--repeat 3] [--model forest|churn|all]
+
+forest: the seeds' tabular pipeline (StandardScaler + 100-tree RandomForest, skl2onnx), served with
+2 instances x 1 onnxruntime thread, max_batch_size 4096. churn: the example MLP. The score figure
+is end to end after start-up (read Parquet, validate, send, write Parquet, merge); the reference is
+onnxruntime in this process with its default threads on the same rows already in memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from tritonkit.clients.score import ScoreOptions, score
+from tritonkit.export.churn import FEATURES, export_churn, synthetic_customers
+from tritonkit.model_config import DynamicBatching, InstanceGroup, ModelConfig, TensorSpec
+from tritonkit.server import EmbeddedServer
+
+
+def export_forest(repository: Path) -> None:
+    """StandardScaler + RandomForest(100) on the churn features, one FP32 [5] input `features`."""
+    from skl2onnx import to_onnx
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    data = synthetic_customers(20_000, seed=0)
+    pipeline = make_pipeline(StandardScaler(), RandomForestClassifier(n_estimators=100, max_depth=10, random_state=0))
+    pipeline.fit(data[FEATURES].to_numpy(np.float32), data["churned"])
+    onnx = to_onnx(pipeline, data[FEATURES].to_numpy(np.float32)[:1], options={"zipmap": False},
+                   final_types=None, target_opset={"": 17, "ai.onnx.ml": 3})
+    for value in list(onnx.graph.input) + list(onnx.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    onnx.graph.input[0].name = "features"
+    for node in onnx.graph.node:
+        node.input[:] = ["features" if i == "X" else i for i in node.input]
+    (repository / "forest" / "1").mkdir(parents=True)
+    (repository / "forest" / "1" / "model.onnx").write_bytes(onnx.SerializeToString())
+    ModelConfig(
+        name="forest", backend="onnxruntime", max_batch_size=4096,
+        inputs=[TensorSpec("features", "FP32", [5])],
+        outputs=[TensorSpec("label", "INT64", [1], reshape=[]), TensorSpec("probabilities", "FP32", [2])],
+        dynamic_batching=DynamicBatching(max_queue_delay_us=200),
+        instance_groups=[InstanceGroup(count=2, kind="KIND_CPU")],
+        parameters={"intra_op_thread_count": "1", "inter_op_thread_count": "1"},
+    ).write(repository / "forest" / "config.pbtxt")
+
+
+def reference_rows_per_s(model_path: Path, feeds: dict[str, np.ndarray], rows: int, repeat: int) -> float:
+    session = ort.InferenceSession(str(model_path))
+    session.run(None, {k: v[:4096] for k, v in feeds.items()})
+    best = 0.0
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for first in range(0, rows, 65_536):
+            session.run(None, {k: v[first:first + 65_536] for k, v in feeds.items()})
+        best = max(best, rows / (time.perf_counter() - start))
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=400_000)
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each side; the best is kept")
+    parser.add_argument("--model", choices=["forest", "churn", "all"], default="all")
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    models = ["forest", "churn"] if args.model == "all" else [args.model]
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        repository = tmp / "repository"
+        repository.mkdir()
+        export_forest(repository)
+        export_churn(repository)
+        frame = synthetic_customers(args.rows, seed=9).drop(columns=["churned"])
+        data = tmp / "rows.parquet"
+        frame.to_parquet(data)
+        columns = {f: frame[[f]].to_numpy(np.float32) for f in FEATURES}
+        feeds = {"forest": {"features": np.hstack([columns[f] for f in FEATURES])}, "churn": columns}
+        maps = {"forest": [",".join(FEATURES) + "=features"], "churn": []}
+        with EmbeddedServer(repository, http_port=0, grpc_port=0, metrics_port=0) as server:
+            for model in models:
+                reference = reference_rows_per_s(repository / model / "1" / "model.onnx", feeds[model], args.rows,
+                                                 args.repeat)
+                best = None
+                for i in range(args.repeat):
+                    report = score(ScoreOptions(model=model, input=data, output=tmp / f"{model}-{i}.parquet",
+                                                url=server.grpc_url, maps=maps[model], id_column="customer_id",
+                                                concurrency=args.concurrency))
+                    assert report.rows_scored == args.rows, report
+                    best = report if best is None or report.rows_per_s > best.rows_per_s else best
+                results[model] = {"onnxruntime_rows_per_s": round(reference), "score_rows_per_s": best.rows_per_s,
+                                  "ratio": round(best.rows_per_s / reference, 3), "latency_ms": best.latency_ms}
+    print(f"{args.rows:,} rows, best of {args.repeat}; score = read + validate + send + write + merge")
+    print(f"{'model':<8}{'onnxruntime rows/s':>20}{'score rows/s':>15}{'ratio':>8}")
+    for model, r in results.items():
+        print(f"{model:<8}{r['onnxruntime_rows_per_s']:>20,}{r['score_rows_per_s']:>15,.0f}{r['ratio']:>8.3f}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
