@@ -18,6 +18,7 @@ demo: $(STAMP)
 	bash scripts/demo.sh
 
 test: $(STAMP)
+	bash scripts/ensure-redis.sh
 	$(BIN)/python -m pytest tests
 
 clean:

@@ -50,6 +50,7 @@ class ScoreOptions:
     root_certificates: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     timeout_s: float = 120.0
+    store: str | None = None  # prediction store URL (sqlite:///..., redis://...): scored rows go there too
 
 
 @dataclass
@@ -151,6 +152,11 @@ class _Run:
         self.fmt = output_format(options.output, options.format)
         self.rejects = options.rejects or options.output.with_name(options.output.name + ".rejects.jsonl")
         self.parts = PartStore(options.output)
+        self.store = None
+        if options.store:
+            from tritonkit.clients.store import open_store
+
+            self.store = open_store(options.store)
         self.report = ScoreReport(options.model, "", shard=f"{options.shard[0]}/{options.shard[1]}",
                                   output=str(options.output), rejects=str(self.rejects))
 
@@ -227,11 +233,22 @@ class _Run:
             "id": pa.array([str(ids[r - chunk.first_row].as_py()) for r, _ in reject_rows], pa.string()),
             "reason": pa.array([reason for _, reason in reject_rows], pa.string()),
         })
+        if self.store is not None and n:
+            await asyncio.to_thread(self._store_chunk, scored_ids, outputs, str(version), predicted_at)
         await asyncio.to_thread(self.parts.write, chunk.index, scored, rejects)
         self.report.rows_scored += n
         self.report.rows_rejected += len(reject_rows)
         if progress is not None:
             progress(chunk.table.num_rows)
+
+    def _store_chunk(self, ids: pa.Array, outputs: dict[str, np.ndarray], version: str, predicted_at: float) -> None:
+        """One chunk's rows into the prediction store in one atomic write (before its part marks it done)."""
+        from tritonkit.clients.store import Entry, row_outputs
+
+        self.store.put_many([
+            Entry(str(entity), self.meta.name, version, row_outputs(outputs, i), predicted_at, "batch")
+            for i, entity in enumerate(ids.to_pylist())
+        ])
 
     def _ids(self, table: pa.Table, rows: np.ndarray) -> pa.Array:
         if self.o.id_column:
@@ -284,6 +301,14 @@ class _Run:
         if not self.report.model_version and skip:
             self.report.model_version = self._version_from_parts()
         self.parts.merge(self.o.output, self.rejects, self.fmt)
+        if self.store is not None:
+            self.store.record_run(self.meta.name, {
+                "run_id": f"{self.o.output.name}-{int(time.time())}", "model": self.meta.name,
+                "model_version": self.report.model_version, "started_at": time.time() - (time.perf_counter() - start),
+                "finished_at": time.time(), "rows_scored": self.report.rows_scored,
+                "rows_rejected": self.report.rows_rejected, "entity_count": self.report.rows_scored,
+            })
+            self.store.close()
         self.report.wall_s = round(time.perf_counter() - start, 3)
         fresh = self.report.rows_read - self.report.rows_resumed
         self.report.rows_per_s = round(fresh / self.report.wall_s, 1) if self.report.wall_s else 0.0

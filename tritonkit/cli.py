@@ -14,10 +14,12 @@ import typer
 from rich.console import Console
 
 from tritonkit.errors import TritonKitError, UsageError, exit_code_for
+from tritonkit.clients.store_commands import register as register_store_commands
 from tritonkit.export.commands import export_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 app.add_typer(export_app, name="export")
+register_store_commands(app)
 console = Console(stderr=True)
 
 
@@ -116,6 +118,8 @@ def score(
     root_certificates: Optional[str] = typer.Option(None, help="CA bundle for --ssl (gRPC)."),
     header: list[str] = typer.Option([], "--header", help="NAME=VALUE sent with every request (repeatable)."),
     report: Optional[Path] = typer.Option(None, help="Also write the report here as JSON."),
+    store: Optional[str] = typer.Option(None, envvar="TRITONKIT_STORE",
+                                        help="Also write scored rows to this prediction store (sqlite:///, redis://)."),
     progress: bool = typer.Option(True, help="Progress bar on a terminal."),
 ):
     """Score a whole dataset through Triton: resumable, every row exactly once."""
@@ -134,7 +138,7 @@ def score(
         threshold=threshold, score_output=score_output,
         segments=[s.strip() for s in segments.split(",")] if segments else [],
         segment_bounds=_floats("--segment-bounds", segment_bounds), ssl=ssl,
-        root_certificates=root_certificates, headers=headers,
+        root_certificates=root_certificates, headers=headers, store=store,
     )
     if progress and console.is_terminal:
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn

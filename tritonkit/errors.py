@@ -79,6 +79,20 @@ class ExportError(TritonKitError):
     exit_code = 6
 
 
+class StoreError(TritonKitError):
+    """The prediction store failed, or holds something the kit cannot read."""
+
+    exit_code = 9
+
+    def __init__(self, message: str, *, url: str | None = None):
+        self.url = url
+        super().__init__(message)
+
+
+class StoreUnavailableError(StoreError):
+    """The prediction store cannot be reached (Redis down, SQLite file missing or unreadable)."""
+
+
 def exit_code_for(error: BaseException) -> int:
     """Return the CLI exit code for ``error`` (1 for anything the kit did not raise on purpose)."""
     return getattr(error, "exit_code", 1) if isinstance(error, TritonKitError) else 1

@@ -157,3 +157,22 @@ def test_resume_after_kill_9_ends_with_every_row_exactly_once(server, churn_repo
     assert list(result.customer_id) == list(frame.customer_id)
     expected = in_process(churn_repository, frame)
     np.testing.assert_allclose(result.probability.to_numpy(), expected["probability"][:, 0], rtol=0, atol=1e-6)
+
+
+def test_score_writes_store_so_lookup_hits_and_freshness_passes_when_store_given(server, customers, tmp_path):
+    from tritonkit.clients.hybrid import HybridClient, check_freshness
+    from tritonkit.clients.store import open_store
+
+    path, frame = customers
+    url = f"sqlite:///{tmp_path / 'preds.db'}"
+    report = score(ScoreOptions(model="churn", input=path, output=tmp_path / "o.parquet", url=server.grpc_url,
+                                id_column="customer_id", store=url))
+    assert report.complete
+    out = pd.read_parquet(tmp_path / "o.parquet")
+    with open_store(url) as store:
+        entity = str(frame.customer_id.iloc[123])
+        result = HybridClient(store, None, "churn", fallback="none").lookup(entity)
+        assert result.status == "hit" and result.source == "batch"
+        assert result.outputs["probability"] == pytest.approx(float(out.probability.iloc[123]), abs=1e-6)
+        freshness = check_freshness(store, "churn", max_age_s=3600, total_entities=len(frame))
+        assert freshness.status == "fresh"
