@@ -14,12 +14,14 @@ import typer
 from rich.console import Console
 
 from tritonkit.errors import TritonKitError, UsageError, exit_code_for
+from tritonkit.benchmarks.commands import register as register_bench_commands
 from tritonkit.clients.store_commands import register as register_store_commands
 from tritonkit.export.commands import export_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 app.add_typer(export_app, name="export")
 register_store_commands(app)
+register_bench_commands(app)
 console = Console(stderr=True)
 
 
