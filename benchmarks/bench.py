@@ -88,9 +88,12 @@ class BenchOptions:
 
 def prepare_repository(repository: Path, model: str = "churn") -> Path:
     """Exports churn as `model` (dynamic batching) and a copy `model_nobatch` without dynamic_batching."""
-    from tritonkit.export.churn import export_churn, model_config
+    from tritonkit.export.churn import model_config
 
-    export_churn(repository, name=model)
+    # The export runs torch.export, whose inductor imports redis (and ssl) when installed: in this
+    # process that would precede Locust's gevent patching and hang gRPC users. A child process does it.
+    subprocess.run([sys.executable, "-m", "tritonkit.cli", "export", "churn", "--repository", str(repository),
+                    "--name", model], check=True, stdout=subprocess.DEVNULL)
     twin = repository / f"{model}{NOBATCH_SUFFIX}"
     (twin / "1").mkdir(parents=True)
     shutil.copy2(repository / model / "1" / "model.onnx", twin / "1" / "model.onnx")
@@ -588,7 +591,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.offline_worker:
         print(json.dumps(offline_worker(json.loads(args.offline_worker))))
         return
-    import locust  # noqa: F401: gevent monkey-patching first, before threads or sockets exist
+    # The load process: Locust's import monkey-patches with gevent, first, before any thread or channel
+    # exists (a later import can deadlock on an import lock another thread holds); gRPC's gevent support after.
+    import tritonkit.benchmarks.locustfile  # noqa: F401
     import grpc.experimental.gevent as grpc_gevent
 
     grpc_gevent.init_gevent()

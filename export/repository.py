@@ -43,6 +43,8 @@ def new_version(model_dir: Path, version: int | None = None, replace: bool = Fal
         yield number, scratch
         if target.exists():
             shutil.rmtree(target)
+        for path in [scratch, *scratch.rglob("*")]:  # mkdtemp makes it private: Triton may run as another user
+            path.chmod(0o755 if path.is_dir() else 0o644)
         scratch.rename(target)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -94,6 +94,7 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; Triton in a container may run as another user
         os.replace(tmp, file)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

