@@ -23,14 +23,15 @@ def default_store_url() -> str:
     return f"sqlite://{Path.cwd() / 'predictions.db'}"
 
 
-def _read_features(text: str) -> dict:
+def read_record(text: str, option: str = "--features") -> dict:
+    """A JSON object of input names to values, given inline or as @file.json; UsageError naming `option`."""
     text = Path(text[1:]).read_text() if text.startswith("@") else text
     try:
         features = json.loads(text)
     except json.JSONDecodeError as e:
-        raise UsageError(f"--features is not valid JSON ({e.msg} at character {e.pos}): {text[:80]!r}") from None
+        raise UsageError(f"{option} is not valid JSON ({e.msg} at character {e.pos}): {text[:80]!r}") from None
     if not isinstance(features, dict):
-        raise UsageError(f"--features must be a JSON object of input names to values, got {type(features).__name__}")
+        raise UsageError(f"{option} must be a JSON object of input names to values, got {type(features).__name__}")
     return features
 
 
@@ -72,7 +73,7 @@ def lookup(
     from tritonkit.clients.store import open_store, parse_duration
 
     max_age_s = parse_duration(max_age, "--max-age") if max_age else None
-    record = _read_features(features) if features else None
+    record = read_record(features) if features else None
     table = FeatureTable(feature_table, id_column) if feature_table else None
     prediction_store = open_store(store or default_store_url())
     triton = TritonClient(url, protocol=protocol, timeout_s=timeout_s) if fallback == "realtime" else None

@@ -83,13 +83,9 @@ def predict(
     """One real-time prediction; prints JSON with the outputs, model version and latency_ms."""
     from tritonkit.clients import TritonClient
 
-    text = Path(input[1:]).read_text() if input.startswith("@") else input
-    try:
-        features = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise UsageError(f"--input is not valid JSON ({e.msg} at character {e.pos}): {text[:80]!r}") from None
-    if not isinstance(features, dict):
-        raise UsageError(f"--input must be a JSON object of input names to values, got {type(features).__name__}")
+    from tritonkit.clients.store_commands import read_record
+
+    features = read_record(input, "--input")
     with TritonClient(url, protocol=protocol, timeout_s=timeout_s) as client:
         prediction = client.predict(model, features, version=version)
     typer.echo(json.dumps(prediction.to_dict()))
