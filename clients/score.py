@@ -1,8 +1,9 @@
 """`tritonkit score`: a whole dataset through Triton, resumable, every row exactly once.
 
 read (chunks) -> validate and convert (mapping) -> send (bulk, many requests in flight) ->
-write (one part per chunk) -> merge. Rows that fail validation or inference go to the rejects
-file with their row number and reason; read = scored + rejected, always.
+write (a part per chunk for --resume, and the output itself in input order as chunks finish).
+Rows that fail validation or inference go to the rejects file with their row number and reason;
+read = scored + rejected, always.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pyarrow as pa
 from tritonkit.clients import mapping, sources
 from tritonkit.clients.bulk import AsyncInferer
 from tritonkit.clients.realtime import TritonClient
-from tritonkit.clients.sinks import PartStore, output_format
+from tritonkit.clients.sinks import OrderedOutput, PartStore, output_format
 from tritonkit.errors import ServerError, UsageError
 
 logger = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ def parse_shard(text: str) -> tuple[int, int]:
     return index, count
 
 
-class _Postprocess:
+class Postprocess:
     """Optional classifier post-processing: a threshold to a label, bounds to named segments."""
 
     def __init__(self, options: ScoreOptions, meta):
@@ -122,7 +123,7 @@ class _Postprocess:
         return extra
 
 
-def _output_column(values: np.ndarray) -> pa.Array:
+def output_column(values: np.ndarray) -> pa.Array:
     if values.dtype == object:
         return pa.array([v.decode() if isinstance(v, bytes) else v for v in values.reshape(len(values), -1)[:, 0]])
     flat = values.reshape(len(values), -1)
@@ -147,7 +148,7 @@ class _Run:
             {options.id_column} if options.id_column else set()))
         if sources.input_format(self.files[0]) == "jsonl":
             self.read_columns = None  # a malformed line's error column must come through too
-        self.post = _Postprocess(options, self.meta)
+        self.post = Postprocess(options, self.meta)
         self.batch = min(options.batch_size or self.meta.max_batch_size, self.meta.max_batch_size)
         self.fmt = output_format(options.output, options.format)
         self.rejects = options.rejects or options.output.with_name(options.output.name + ".rejects.jsonl")
@@ -167,7 +168,8 @@ class _Run:
                 "threshold": o.threshold, "segments": o.segments, "segment_bounds": o.segment_bounds}
 
     def _converted(self, skip: set[int]):
-        """Chunks of this shard not finished yet, converted to arrays (runs in a worker thread)."""
+        """This shard's chunks in order, each with its converted arrays, or None when an earlier run finished it
+        (runs in a worker thread)."""
         text = [c for s in self.specs for c in s.columns]
         index, count = self.o.shard
         for chunk in sources.chunks(self.files, self.o.chunk_rows, self.read_columns, text):
@@ -175,9 +177,9 @@ class _Run:
                 continue
             self.report.rows_read += chunk.table.num_rows
             if chunk.index in skip:
+                yield chunk, None
                 continue
-            arrays, valid, reasons = mapping.convert(chunk.table, self.specs)
-            yield chunk, arrays, valid, reasons
+            yield chunk, mapping.convert(chunk.table, self.specs)
 
     async def _infer_rows(self, inferer, sem, arrays, start):
         """Results for rows [start, start + n): a failing multi-row request is split to find the bad rows."""
@@ -219,7 +221,7 @@ class _Run:
         scored_ids = ids.filter(pa.array(valid)).filter(pa.array(keep)) if len(ids) else ids
         n = int(keep.sum())
         columns = {self.o.id_column or "row": scored_ids}
-        columns.update({name: _output_column(v) for name, v in outputs.items()})
+        columns.update({name: output_column(v) for name, v in outputs.items()})
         columns.update(self.post.columns(outputs))
         columns["model_name"] = pa.repeat(self.meta.name, n)
         columns["model_version"] = pa.repeat(str(version), n)
@@ -240,6 +242,7 @@ class _Run:
         self.report.rows_rejected += len(reject_rows)
         if progress is not None:
             progress(chunk.table.num_rows)
+        return scored, rejects
 
     def _store_chunk(self, ids: pa.Array, outputs: dict[str, np.ndarray], version: str, predicted_at: float) -> None:
         """One chunk's rows into the prediction store in one atomic write (before its part marks it done)."""
@@ -261,30 +264,56 @@ class _Run:
                                headers=self.o.headers)
         sem = asyncio.Semaphore(self.o.concurrency)
         pending: set[asyncio.Task] = set()
+        # Finished chunks go to the final output in input order, while later chunks are still being scored.
+        ordered: asyncio.Queue = asyncio.Queue(maxsize=4)
+        writer = asyncio.create_task(self._write_in_order(ordered))
         converted = self._converted(skip)
         try:
             while True:
                 item = await asyncio.to_thread(next, converted, None)
                 if item is None:
                     break
-                pending.add(asyncio.create_task(self._chunk(inferer, sem, *item, progress)))
+                chunk, conversion = item
+                if conversion is None:
+                    await self._put(ordered, writer, asyncio.to_thread(self.parts.read, chunk.index))
+                    continue
+                task = asyncio.create_task(self._chunk(inferer, sem, chunk, *conversion, progress))
+                pending.add(task)
+                await self._put(ordered, writer, task)
                 # Keep the next chunk's requests queued while this one's part is written.
                 while len(pending) >= 3:
                     done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                     for task in done:
                         task.result()
-            if pending:
-                for task in asyncio.as_completed(pending):
-                    await task
-                pending = set()
+            await self._put(ordered, writer, None)
+            await writer
         finally:
-            for task in pending:
+            for task in (*pending, writer):
                 task.cancel()
             self.report.retries = inferer.retries
             if inferer.latencies_ms:
                 lat = np.asarray(inferer.latencies_ms)
                 self.report.latency_ms = {f"p{q}": round(float(np.percentile(lat, q)), 3) for q in (50, 90, 99)}
             await inferer.close()
+
+    @staticmethod
+    async def _put(queue: asyncio.Queue, writer: asyncio.Task, item) -> None:
+        """Queues the next chunk for the writer; a writer that failed stops the run with its error."""
+        put = asyncio.ensure_future(queue.put(item))
+        await asyncio.wait({put, writer}, return_when=asyncio.FIRST_COMPLETED)
+        if writer.done():
+            put.cancel()
+            if asyncio.iscoroutine(item):
+                item.close()
+            writer.result()
+            raise RuntimeError("the output writer stopped early")
+
+    async def _write_in_order(self, queue: asyncio.Queue) -> None:
+        while (item := await queue.get()) is not None:
+            scored, rejects = await item
+            if not self.report.model_version and scored.num_rows:
+                self.report.model_version = scored.column("model_version")[0].as_py()
+            await asyncio.to_thread(self.output.write, scored, rejects)
 
     def run(self, progress=None) -> ScoreReport:
         if self.o.output.exists() and not self.parts.exists():
@@ -297,10 +326,14 @@ class _Run:
             self.report.rows_rejected += rejected
             self.report.rows_resumed += scored + rejected
         start = time.perf_counter()
-        asyncio.run(self._score(skip, progress))
-        if not self.report.model_version and skip:
-            self.report.model_version = self._version_from_parts()
-        self.parts.merge(self.o.output, self.rejects, self.fmt)
+        self.output = OrderedOutput(self.o.output, self.rejects, self.fmt)
+        try:
+            asyncio.run(self._score(skip, progress))
+            self.output.commit()
+        except BaseException:
+            self.output.abort()
+            raise
+        self.parts.remove()
         if self.store is not None:
             self.store.record_run(self.meta.name, {
                 "run_id": f"{self.o.output.name}-{int(time.time())}", "model": self.meta.name,
@@ -313,13 +346,6 @@ class _Run:
         fresh = self.report.rows_read - self.report.rows_resumed
         self.report.rows_per_s = round(fresh / self.report.wall_s, 1) if self.report.wall_s else 0.0
         return self.report
-
-    def _version_from_parts(self) -> str:
-        import pyarrow.parquet as pq
-
-        parts = sorted(self.parts.dir.glob("chunk-*.parquet"))
-        table = pq.read_table(parts[0], columns=["model_version"]) if parts else None
-        return table.column(0)[0].as_py() if table is not None and table.num_rows else ""
 
 
 def score(options: ScoreOptions, progress=None) -> ScoreReport:

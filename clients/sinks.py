@@ -1,8 +1,11 @@
-"""Where bulk results go: one part file per finished chunk, merged into the final output at the end.
+"""Where bulk results go: one part file per finished chunk, and the final output written in chunk order.
 
 A part appears by atomic rename only once its chunk is fully scored, so after a crash (kill -9
-included) the parts present are exactly the finished chunks. The final output is written to a
-temporary file and renamed into place: it is never left half-written.
+included) the parts present are exactly the finished chunks. Parts are uncompressed Arrow IPC
+files, cheap to write and to read back, because the final output is written once, as
+the run goes (`OrderedOutput`), not re-encoded from the parts at the end. The final output grows in
+a temporary file and is renamed into place only when every chunk is in: it is never left
+half-written.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ def output_format(path: Path, requested: str | None) -> str:
 class PartStore:
     """The `<output>.parts/` folder of an unfinished run."""
 
+    SUFFIX = ".arrow"
+
     def __init__(self, output: Path):
         self.dir = output.with_name(output.name + ".parts")
 
@@ -57,29 +62,105 @@ class PartStore:
         _atomic_write_bytes(self.manifest_path, json.dumps(manifest, indent=1).encode())
 
     def done_chunks(self) -> set[int]:
-        return {int(p.stem.split("-")[1]) for p in self.dir.glob("chunk-*.parquet")}
+        return {int(p.stem.split("-")[1]) for p in self.dir.glob(f"chunk-*{self.SUFFIX}")}
 
     def counts(self, chunk: int) -> tuple[int, int]:
         """(rows scored, rows rejected) recorded in a finished chunk's parts."""
-        scored = pq.ParquetFile(self._path("chunk", chunk)).metadata.num_rows
+        scored, rejects = self.read(chunk)
+        return scored.num_rows, rejects.num_rows
+
+    def read(self, chunk: int) -> tuple[pa.Table, pa.Table]:
+        """A finished chunk's (scored, rejects) tables."""
         rejects = self._path("rejects", chunk)
-        return scored, (pq.ParquetFile(rejects).metadata.num_rows if rejects.exists() else 0)
+        return _read_ipc(self._path("chunk", chunk)), _read_ipc(rejects) if rejects.exists() else \
+            REJECT_SCHEMA.empty_table()
 
     def _path(self, kind: str, chunk: int) -> Path:
-        return self.dir / f"{kind}-{chunk:08d}.parquet"
+        return self.dir / f"{kind}-{chunk:08d}{self.SUFFIX}"
 
     def write(self, chunk: int, scored: pa.Table, rejects: pa.Table) -> None:
         """Rejects first, then the scored part: the scored part's presence marks the chunk done."""
-        _atomic_parquet(rejects, self._path("rejects", chunk))
-        _atomic_parquet(scored, self._path("chunk", chunk))
+        _atomic_ipc(rejects, self._path("rejects", chunk))
+        _atomic_ipc(scored, self._path("chunk", chunk))
 
-    def merge(self, output: Path, rejects: Path, fmt: str) -> None:
-        """Streams the parts, in chunk order, into the final output and rejects files; then removes the parts."""
-        chunks = sorted(self.done_chunks())
-        _merge([self._path("rejects", c) for c in chunks], rejects, "jsonl" if rejects.suffix == ".jsonl"
-               else output_format(rejects, None), REJECT_SCHEMA)
-        _merge([self._path("chunk", c) for c in chunks], output, fmt, None)
+    def remove(self) -> None:
         shutil.rmtree(self.dir)
+
+
+class OrderedOutput:
+    """The final output and rejects files, appended chunk by chunk in input order, renamed into place by `commit`."""
+
+    def __init__(self, output: Path, rejects: Path, fmt: str):
+        self._files = [_Appender(output, fmt), _Appender(rejects, "jsonl" if rejects.suffix == ".jsonl"
+                                                          else output_format(rejects, None), REJECT_SCHEMA)]
+
+    def write(self, scored: pa.Table, rejects: pa.Table) -> None:
+        self._files[0].write(scored)
+        self._files[1].write(rejects)
+
+    def commit(self) -> None:
+        """Rejects first: once the output is in place, the run is visibly finished."""
+        for appender in reversed(self._files):
+            appender.commit()
+
+    def abort(self) -> None:
+        for appender in self._files:
+            appender.abort()
+
+
+class _Appender:
+    def __init__(self, target: Path, fmt: str, schema: pa.Schema | None = None):
+        self.target, self.fmt, self.schema = target, fmt, schema
+        self.tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        self._writer = None
+        self._handle = None
+
+    def _open(self, schema: pa.Schema) -> None:
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        self.schema = schema
+        if self.fmt == "parquet":
+            # Dictionary-encode only the text columns (model name and version, ids, segments): trying it on
+            # float outputs costs more CPU than the whole rest of the write, for no gain in size.
+            text = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+                    or pa.types.is_dictionary(f.type)]
+            self._writer = pq.ParquetWriter(self.tmp, schema, compression="snappy", use_dictionary=text)
+        elif self.fmt == "csv":
+            self._writer = pacsv.CSVWriter(self.tmp, _csv_schema(schema))
+        else:
+            self._handle = open(self.tmp, "w", encoding="utf-8")
+
+    def write(self, table: pa.Table) -> None:
+        if self._writer is None and self._handle is None:
+            self._open(self.schema or table.schema)
+        if table.schema != self.schema:
+            table = table.cast(self.schema)
+        if self.fmt == "parquet":
+            self._writer.write_table(table)
+        elif self.fmt == "csv":
+            self._writer.write_table(_csv_ready(table))
+        else:
+            for record in table.to_pylist():
+                self._handle.write(json.dumps(record, default=str) + "\n")
+
+    def commit(self) -> None:
+        if self._writer is None and self._handle is None:
+            self._open(self.schema or pa.schema([]))
+        if self._writer is not None:
+            self._writer.close()
+        else:
+            self._handle.close()
+        with open(self.tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(self.tmp, self.target)
+
+    def abort(self) -> None:
+        try:
+            if self._writer is not None:
+                self._writer.close()
+            if self._handle is not None:
+                self._handle.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -91,39 +172,19 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _atomic_parquet(table: pa.Table, path: Path) -> None:
+def _atomic_ipc(table: pa.Table, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp, compression="snappy")
-    with open(tmp, "rb") as handle:
+    with open(tmp, "wb") as handle:
+        with pa.ipc.new_file(handle, table.schema) as writer:
+            writer.write_table(table)
+        handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
 
 
-def _merge(parts: list[Path], target: Path, fmt: str, schema: pa.Schema | None) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    if schema is None:
-        schema = pq.ParquetFile(parts[0]).schema_arrow if parts else pa.schema([])
-    try:
-        if fmt == "parquet":
-            with pq.ParquetWriter(tmp, schema, compression="snappy") as writer:
-                for part in parts:
-                    writer.write_table(pq.read_table(part, schema=schema))
-        elif fmt == "csv":
-            with pacsv.CSVWriter(tmp, _csv_schema(schema)) as writer:
-                for part in parts:
-                    writer.write_table(_csv_ready(pq.read_table(part, schema=schema)))
-        else:
-            with open(tmp, "w", encoding="utf-8") as handle:
-                for part in parts:
-                    for record in pq.read_table(part, schema=schema).to_pylist():
-                        handle.write(json.dumps(record, default=str) + "\n")
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+def _read_ipc(path: Path) -> pa.Table:
+    with pa.OSFile(str(path)) as source:
+        return pa.ipc.open_file(source).read_all()
 
 
 def _csv_schema(schema: pa.Schema) -> pa.Schema:

@@ -138,11 +138,11 @@ def test_resume_after_kill_9_ends_with_every_row_exactly_once(server, churn_repo
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     parts = tmp_path / "out.parquet.parts"
     deadline = time.monotonic() + 60
-    while len(list(parts.glob("chunk-*.parquet"))) < 5 and time.monotonic() < deadline:
+    while len(list(parts.glob("chunk-*.arrow"))) < 5 and time.monotonic() < deadline:
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    finished = len(list(parts.glob("chunk-*.parquet")))
+    finished = len(list(parts.glob("chunk-*.arrow")))
     assert 5 <= finished < 60, "the run should have been killed midway"
     assert not out.exists()
     again = subprocess.run([*command, "--report", str(tmp_path / "r.json")], capture_output=True, text=True)
