@@ -8,14 +8,17 @@ gets a reason naming the column, the value and what was expected, and only that 
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tritonkit.clients.metadata import ModelMeta, TensorMeta
+from tritonkit.clients.metadata import ModelMeta, TensorMeta, shorten, to_array
+from tritonkit.clients.sources import JSON_ERROR_COLUMN, JSON_TEXT_KEY
 from tritonkit.errors import UsageError
 
 
@@ -87,44 +90,99 @@ class _Rows:
         self.bad |= mask
 
 
-def _value(column: pa.ChunkedArray | pa.Array, i: int):
-    value = column[i].as_py()
-    return value if not isinstance(value, str) or len(value) <= 80 else value[:77] + "..."
+_INT_TEXT = re.compile(r"\s*[+-]?[0-9]+\s*")
+_FLOAT_TEXT = re.compile(r"\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\s*")
+_BOOL_TEXT = {"true": True, "false": False, "1": True, "0": False}
+_NON_FINITE = {"nan", "inf", "infinity"}
+_CAST_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError)
 
 
-def _scalar(column: pa.Array, name: str, tensor: TensorMeta, rows: _Rows) -> np.ndarray:
+def is_json_text(field: pa.Field) -> bool:
+    """Whether a column holds JSON text (a JSON Lines column of mixed types, kept as the reader found it)."""
+    return bool(field.metadata) and field.metadata.get(JSON_TEXT_KEY) == b"1"
+
+
+def _reason(name: str, value, why: str, tensor: TensorMeta) -> str:
+    """E.g. "`support_calls` is 'many'; input `support_calls` expects FP32" (why, unless it goes without saying)."""
+    detail = "" if why in ("not a number", "not a whole number", "not a boolean") else f": {why}"
+    return f"`{name}` is {shorten(value)}{detail}; input `{tensor.name}` expects {tensor.datatype}"
+
+
+def _from_python(value, tensor: TensorMeta):
+    """One Python value as the input's dtype (numbers and booleans may come as text); ValueError says why not."""
+    if isinstance(value, (list, dict)):
+        raise ValueError("not a single value")
+    if isinstance(value, str) and tensor.datatype != "BYTES":
+        if tensor.datatype == "BOOL":
+            if value.strip().lower() not in _BOOL_TEXT:
+                raise ValueError("not a boolean")
+            value = _BOOL_TEXT[value.strip().lower()]
+        elif not (_INT_TEXT if tensor.numpy_dtype.kind in "iu" else _FLOAT_TEXT).fullmatch(value):
+            raise ValueError("not finite" if value.strip().lower().lstrip("+-") in _NON_FINITE else "not a number")
+        else:
+            value = int(value) if tensor.numpy_dtype.kind in "iu" else float(value)
+    return to_array(value, tensor)[()]
+
+
+def _python(values: list, name: str, tensor: TensorMeta, rows: _Rows) -> np.ndarray:
+    """The slow, exact path: value by value; nulls were rejected already and stay 0."""
+    out = np.zeros(len(values), dtype=tensor.numpy_dtype)
+    if tensor.datatype == "BYTES":
+        out[:] = b""
+    bad = np.zeros(len(values), dtype=bool)
+    why: dict[int, str] = {}
+    for i, value in enumerate(values):
+        if value is None:
+            continue
+        try:
+            out[i] = _from_python(value, tensor)
+        except ValueError as e:
+            bad[i], why[i] = True, str(e)
+    rows.reject(bad, lambda i: _reason(name, values[i], why[i], tensor))
+    return out
+
+
+def _fast(column: pa.Array, tensor: TensorMeta) -> bool:
+    """Whether Arrow's own cast gives exactly what `_from_python` would (it refuses, or agrees)."""
+    kind, source = tensor.numpy_dtype.kind, column.type
+    if tensor.datatype == "BYTES":
+        return False
+    if kind == "b":
+        return pa.types.is_boolean(source) or pa.types.is_null(source)
+    return (pa.types.is_integer(source) or pa.types.is_floating(source) or pa.types.is_boolean(source)
+            or pa.types.is_null(source) or pa.types.is_string(source) or pa.types.is_large_string(source))
+
+
+def _scalar(column: pa.Array, name: str, tensor: TensorMeta, rows: _Rows, json_text: bool = False) -> np.ndarray:
     """One scalar column as a numpy vector of the input's dtype; bad rows rejected, left as 0."""
     dtype = tensor.numpy_dtype
     nulls = column.is_null().to_numpy(zero_copy_only=False)
     rows.reject(nulls, lambda i: f"`{name}` is missing (null); input `{tensor.name}` expects {tensor.datatype}")
-    if tensor.datatype == "BYTES":
-        values = column.cast(pa.string()) if not pa.types.is_string(column.type) else column
-        return np.array([v.encode() if v is not None else b"" for v in values.to_pylist()], dtype=object)
-    target = pa.from_numpy_dtype(dtype)
+    if json_text:
+        return _python([None if v is None else json.loads(v) for v in column.to_pylist()], name, tensor, rows)
+    if not _fast(column, tensor):
+        return _python(column.to_pylist(), name, tensor, rows)
+    text = pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
+    if text:  # Arrow also parses "0x10" and "nan": only plain decimal text takes the fast path
+        pattern = (_INT_TEXT if dtype.kind in "iu" else _FLOAT_TEXT).pattern
+        if pc.all(pc.match_substring_regex(column, f"^(?:{pattern})$")).as_py() is False:
+            return _python(column.to_pylist(), name, tensor, rows)
     try:
-        cast = pc.cast(column, target)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        cast = None
-    if cast is None:  # slow path: find the values that do not convert, one by one
-        python = column.to_pylist()
-        out = np.zeros(len(python), dtype=dtype)
-        bad = np.zeros(len(python), dtype=bool)
-        for i, v in enumerate(python):
-            if v is None:
-                continue
-            try:
-                out[i] = float(v) if dtype.kind == "f" else int(v) if dtype.kind in "iu" else bool(v)
-                if dtype.kind in "iu" and (float(v) != out[i]):
-                    raise ValueError
-            except (ValueError, TypeError, OverflowError):
-                bad[i] = True
-        rows.reject(bad, lambda i: f"`{name}` is {python[i]!r}; input `{tensor.name}` expects {tensor.datatype}")
-    else:
-        out = cast.fill_null(0).to_numpy(zero_copy_only=False).astype(dtype, copy=False)
+        source = column
+        if dtype.kind == "f" and text:
+            source = pc.cast(column, pa.float64())  # text -> float64 -> dtype, as float(text) would round
+        cast = pc.cast(source, pa.from_numpy_dtype(dtype))  # safe: refuses truncation and overflow
+    except _CAST_ERRORS:
+        return _python(column.to_pylist(), name, tensor, rows)
+    out = np.zeros(len(column), dtype=dtype)
+    out[~nulls] = cast.drop_null().to_numpy(zero_copy_only=False)
     if dtype.kind == "f":
-        rows.reject(~np.isfinite(out) & ~nulls,
-                    lambda i: f"`{name}` is {_value(column, i)!r}: not finite; input `{tensor.name}` expects finite "
-                    f"{tensor.datatype}")
+        finite = np.isfinite(out)
+        source_finite = np.isfinite(source.to_numpy(zero_copy_only=False).astype(np.float64)) \
+            if pa.types.is_floating(source.type) else np.ones(len(out), dtype=bool)  # nulls: rejected above
+        rows.reject(~finite & ~nulls, lambda i: _reason(
+            name, column[i].as_py(), f"out of range for {tensor.datatype}" if source_finite[i] else "not finite",
+            tensor))
     return out
 
 
@@ -133,7 +191,8 @@ def _list(column: pa.Array, spec: InputColumns, rows: _Rows) -> np.ndarray:
     name, tensor, k = spec.columns[0], spec.tensor, spec.width
     n = len(column)
     lengths = pc.list_value_length(column).fill_null(-1).to_numpy(zero_copy_only=False)
-    rows.reject(lengths != k, lambda i: f"`{name}` has {max(lengths[i], 0)} values (or is null); input "
+    rows.reject(lengths != k, lambda i: f"`{name}` is missing (null); input `{tensor.name}` expects {k} "
+                f"{tensor.datatype} values" if lengths[i] < 0 else f"`{name}` has {lengths[i]} values; input "
                 f"`{tensor.name}` expects {k} ({tensor.datatype} {list(tensor.shape)})")
     good = np.flatnonzero(lengths == k)
     out = np.zeros((n, k), dtype=tensor.numpy_dtype)
@@ -142,27 +201,55 @@ def _list(column: pa.Array, spec: InputColumns, rows: _Rows) -> np.ndarray:
         inner = _Rows(len(flat))
         values = _scalar(flat, name, tensor, inner)
         out[good] = values.reshape(-1, k)
-        bad_rows = good[np.unique(np.flatnonzero(inner.bad) // k)]
+        first_bad: dict[int, int] = {}
+        for j in np.flatnonzero(inner.bad)[::-1]:
+            first_bad[int(good[j // k])] = int(j)
         mask = np.zeros(n, dtype=bool)
-        mask[bad_rows] = True
-        rows.reject(mask, lambda i: f"`{name}` holds a missing, non-numeric or non-finite value; input "
-                    f"`{tensor.name}` expects {tensor.datatype}")
+        mask[list(first_bad)] = True
+        rows.reject(mask, lambda i: f"{inner.reasons[first_bad[i]]} (value {first_bad[i] % k + 1} of {k})")
+    return out
+
+
+def _json_values(column: pa.Array, spec: InputColumns, rows: _Rows) -> np.ndarray:
+    """A JSON-text column: each row a list of k values (or, for k = 1, one value), checked one by one."""
+    name, tensor, k = spec.columns[0], spec.tensor, spec.width
+    values = [None if v is None else json.loads(v) for v in column.to_pylist()]
+    out = np.zeros((len(values), k), dtype=tensor.numpy_dtype)
+    reasons: dict[int, str] = {}
+    for i, value in enumerate(values):
+        if value is None:
+            reasons[i] = f"`{name}` is missing (null); input `{tensor.name}` expects {tensor.datatype}"
+            continue
+        items = value if isinstance(value, list) else [value] if k == 1 else None
+        if items is None or len(items) != k:
+            reasons[i] = _reason(name, value, f"not a list of {k} values", tensor)
+            continue
+        try:
+            out[i] = [_from_python(v, tensor) for v in items]
+        except ValueError as e:
+            reasons[i] = _reason(name, value, str(e), tensor)
+    mask = np.zeros(len(values), dtype=bool)
+    mask[list(reasons)] = True
+    rows.reject(mask, reasons.__getitem__)
     return out
 
 
 def convert(table: pa.Table, specs: list[InputColumns]) -> tuple[dict[str, np.ndarray], np.ndarray, dict[int, str]]:
     """Returns (arrays of the valid rows by input name, valid-row mask, reason per rejected row)."""
     rows = _Rows(table.num_rows)
-    from tritonkit.clients.sources import JSON_ERROR_COLUMN
-
     if JSON_ERROR_COLUMN in table.column_names:
         errors = table.column(JSON_ERROR_COLUMN).combine_chunks()
         rows.reject(errors.is_valid().to_numpy(zero_copy_only=False), lambda i: errors[i].as_py())
+    missing = [c for s in specs for c in s.columns if c not in table.column_names]
+    for name in dict.fromkeys(missing):  # a JSON Lines chunk may lack a key other chunks have: all null here
+        table = table.append_column(name, pa.nulls(table.num_rows, pa.null()))
     full: dict[str, np.ndarray] = {}
     for spec in specs:
         if len(spec.columns) == 1:
             column = table.column(spec.columns[0]).combine_chunks()
-            if pa.types.is_list(column.type) or pa.types.is_large_list(column.type) or \
+            if is_json_text(table.schema.field(spec.columns[0])):
+                array = _json_values(column, spec, rows)
+            elif pa.types.is_list(column.type) or pa.types.is_large_list(column.type) or \
                     pa.types.is_fixed_size_list(column.type):
                 array = _list(column, spec, rows)
             elif spec.width == 1:
@@ -171,8 +258,8 @@ def convert(table: pa.Table, specs: list[InputColumns]) -> tuple[dict[str, np.nd
                 raise UsageError(f"column {spec.columns[0]!r} holds scalars but input `{spec.tensor.name}` takes "
                                  f"{spec.width} values per row: map a list column or {spec.width} scalar columns")
         else:
-            array = np.stack([_scalar(table.column(c).combine_chunks(), c, spec.tensor, rows)
-                              for c in spec.columns], axis=1)
+            array = np.stack([_scalar(table.column(c).combine_chunks(), c, spec.tensor, rows,
+                                      json_text=is_json_text(table.schema.field(c))) for c in spec.columns], axis=1)
         full[spec.tensor.name] = array.reshape((table.num_rows, *spec.inner_shape))
     valid = ~rows.bad
     arrays = {name: (a if valid.all() else a[valid]) for name, a in full.items()}

@@ -66,6 +66,10 @@ class ModelMeta:
         A value may be a scalar or list for one record, or carry a leading batch dimension. Raises
         InputError naming the input, the value and what the model expects.
         """
+        if not isinstance(features, dict):
+            raise InputError(f"a record for model `{self.name}` is a JSON object of input names to values; got "
+                             f"{type(features).__name__} {shorten(features)}; it takes: {self.signature()}",
+                             model=self.name, value=features)
         expected = {t.name for t in self.inputs}
         unknown = sorted(set(features) - expected)
         if unknown:
@@ -83,18 +87,11 @@ class ModelMeta:
 
     def _array(self, tensor: TensorMeta, value) -> np.ndarray:
         try:
-            if tensor.datatype == "BYTES":
-                array = np.asarray(value, dtype=object)
-                array = np.vectorize(lambda v: v if isinstance(v, bytes) else str(v).encode(), otypes=[object])(array)
-            else:
-                array = np.asarray(value)
-                if array.dtype.kind in "USO":
-                    raise ValueError
-                array = array.astype(tensor.numpy_dtype, copy=False)
-        except (ValueError, TypeError):
+            array = to_array(value, tensor)
+        except ValueError as e:
             raise InputError(
-                f"input `{tensor.name}` got {value!r}; model `{self.name}` expects {tensor.datatype} values",
-                model=self.name, field=tensor.name, value=value,
+                f"input `{tensor.name}` got {shorten(value)}; model `{self.name}` expects {tensor.datatype} values "
+                f"({e})", model=self.name, field=tensor.name, value=value,
             ) from None
         inner = tensor.shape[1:] if self.batching else tensor.shape
         if self.batching and (array.ndim == len(inner) or (array.ndim == 0 and tuple(inner) == (1,))):
@@ -105,3 +102,83 @@ class ModelMeta:
                 f"{list(tensor.shape)} ({tensor.datatype})", model=self.name, field=tensor.name, value=value,
             )
         return array
+
+
+def shorten(value, limit: int = 80) -> str:
+    """repr() for messages, cut to `limit` characters (a value may be a megabyte of text)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def to_array(value, tensor: TensorMeta) -> np.ndarray:
+    """A JSON value (scalar or rectangular nested lists) as an array of the tensor's dtype, values unchanged.
+
+    Numbers must fit the dtype exactly: finite and in range for floats, integral and in range for
+    integers; BOOL takes booleans (or 0/1), BYTES takes text (or numbers, as their text). Raises
+    ValueError saying why not.
+    """
+    if tensor.datatype == "BYTES":
+        array = np.asarray(value, dtype=object)
+        return np.vectorize(_to_bytes, otypes=[object])(array) if array.size else array
+    dtype = tensor.numpy_dtype
+    try:
+        raw = np.asarray(value)
+    except (ValueError, TypeError):
+        raise ValueError("not a number or a rectangular list of numbers") from None
+    if raw.dtype.kind == "O":  # Python ints beyond 64 bits, or something that is not a number at all
+        leaves = [_number(v) for v in raw.ravel()]
+        try:
+            raw = np.array(leaves, dtype=np.float64 if any(isinstance(v, float) for v in leaves) else object)
+        except OverflowError:
+            raise ValueError("out of range") from None
+        raw = raw.reshape(np.asarray(value, dtype=object).shape)
+    if raw.dtype.kind not in "biuf" and raw.dtype != object:
+        raise ValueError("not a number")
+    if dtype.kind == "b":
+        if raw.dtype.kind == "b":
+            return raw.astype(dtype)
+        if raw.dtype.kind in "iuO" and all(int(v) in (0, 1) for v in raw.ravel()):
+            return raw.astype(dtype)
+        raise ValueError("not a boolean")
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        if raw.dtype.kind == "f":
+            if not np.isfinite(raw).all():
+                raise ValueError("not finite")
+            if (raw != np.floor(raw)).any():
+                raise ValueError("not a whole number")
+            if raw.size and (raw.min() < float(info.min) or raw.max() >= float(info.max) + 1):
+                raise ValueError(f"out of range {info.min}..{info.max}")
+        elif raw.size and (int(raw.min()) < info.min or int(raw.max()) > info.max):
+            raise ValueError(f"out of range {info.min}..{info.max}")
+        return raw.astype(dtype)
+    if raw.dtype == object:  # integers too large for int64 / uint64
+        try:
+            raw = raw.astype(np.float64)
+        except OverflowError:
+            raise ValueError("out of range") from None
+    if raw.dtype.kind == "f" and not np.isfinite(raw).all():
+        raise ValueError("not finite")
+    with np.errstate(over="ignore"):
+        array = raw.astype(dtype)
+    if not np.isfinite(array).all():
+        raise ValueError(f"out of range for {tensor.datatype}")
+    return array
+
+
+def _number(value):
+    if isinstance(value, (bool, int, float, np.number, np.bool_)):
+        return value
+    raise ValueError(f"{shorten(value, 40)} is not a number")
+
+
+def _to_bytes(value) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return str(value).encode()
+    if isinstance(value, (float, np.floating)) and np.isfinite(value):
+        return str(value).encode()
+    raise ValueError(f"{shorten(value, 40)} is not text")

@@ -11,6 +11,7 @@ import importlib.util
 import logging
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -23,7 +24,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tritonkit.errors import ModelLoadError, PortInUseError, RepositoryError, ServerStartError
+from tritonkit.errors import ModelLoadError, PortInUseError, RepositoryError, ServerStartError, UsageError
+from tritonkit.server.tls_proxy import TlsProxy, server_context
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +34,55 @@ REPOSITORIES_ENV = "TRITONKIT_MODEL_REPOSITORIES"  # read by the onnxruntime bac
 _LOAD_FAILURE = re.compile(r"failed to load '([^']+)' version \d+: (.*?)\"?$", re.MULTILINE)
 _POLL_FAILURE = re.compile(r"Poll failed for model directory '([^']+)': (.*?)\"?$", re.MULTILINE)
 _SERVER_ERROR = re.compile(r"^error: (.*)$", re.MULTILINE)
+
+# Triton's restricted-API groups (tritonserver 2.51 --help). The default keeps closed what changes the
+# server or reaches into the host: loading/unloading models, registering shared-memory regions, trace
+# and log settings (both write files). Inference, health and metadata stay open; so do model-config
+# (read-only; the kit's clients and perf_analyzer read max_batch_size from it) and statistics
+# (read-only counters that the unauthenticated metrics port publishes anyway).
+RESTRICTABLE_APIS = ("health", "metadata", "inference", "shared-memory", "model-config", "model-repository",
+                     "statistics", "trace", "logging")
+DEFAULT_RESTRICTED_APIS = ("model-repository", "shared-memory", "trace", "logging")
+ADMIN_HEADER = "tritonkit-admin-key"
+GRPC_HEADER_PREFIX = "triton-grpc-protocol-"  # Triton prefixes a gRPC restricted-protocol header with it
+_ADMIN_KEY = re.compile(r"[A-Za-z0-9._~+/-]{16,256}")
+MASK = "***"
+
+
+def admin_headers(key: str, protocol: str) -> dict[str, str]:
+    """The header a client sends to reach the restricted APIs (gRPC and HTTP spell it differently)."""
+    return {(GRPC_HEADER_PREFIX if protocol == "grpc" else "") + ADMIN_HEADER: key}
+
+
+def read_admin_key(path: Path) -> str:
+    """Reads and checks an admin key file; errors never quote the key."""
+    try:
+        key = Path(path).read_text().strip()
+    except OSError as e:
+        raise UsageError(f"--admin-key-file {path} cannot be read: {e.strerror}") from None
+    check_admin_key(key, f"--admin-key-file {path}")
+    return key
+
+
+def check_admin_key(key: str, source: str = "the admin key") -> None:
+    if not _ADMIN_KEY.fullmatch(key):
+        raise UsageError(f"{source} holds {len(key)} characters; expected 16 to 256 of A-Z a-z 0-9 . _ ~ + / - "
+                         "(for example from `openssl rand -hex 32`)")
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files for one endpoint's TLS; with `client_ca`, clients must present a certificate it signed."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+
+    def check(self, endpoint: str) -> None:
+        for name in ("cert", "key", "client_ca"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise UsageError(f"{endpoint} TLS {name.replace('_', ' ')} file {path} does not exist")
 
 
 @dataclass(frozen=True)
@@ -121,6 +172,11 @@ class EmbeddedServer:
         startup_timeout_s: how long to wait for /v2/health/ready.
         exit_timeout_s: how long Triton lets in-flight requests finish on shutdown.
         extra_args: more tritonserver arguments, passed as given.
+        grpc_tls: serve gRPC over TLS (Triton's own --grpc-use-ssl / --grpc-use-ssl-mutual).
+        http_tls: serve HTTPS: Triton's HTTP binds loopback on an internal port behind a TLS proxy.
+        restricted_apis: Triton API groups that need the admin header (`ADMIN_HEADER`).
+        admin_key: the admin header's value; None draws a random key that is never shown, so the
+            restricted APIs are closed to everyone.
     """
 
     model_repository: Path
@@ -133,8 +189,14 @@ class EmbeddedServer:
     startup_timeout_s: float = 120.0
     exit_timeout_s: int = 30
     extra_args: list[str] = field(default_factory=list)
+    grpc_tls: TlsFiles | None = None
+    http_tls: TlsFiles | None = None
+    restricted_apis: tuple[str, ...] = DEFAULT_RESTRICTED_APIS
+    admin_key: str | None = field(default=None, repr=False)
     _process: subprocess.Popen | None = field(default=None, init=False, repr=False)
     _workdir: Path | None = field(default=None, init=False, repr=False)
+    _proxy: TlsProxy | None = field(default=None, init=False, repr=False)
+    _triton_http: str = field(default="", init=False, repr=False)  # where Triton's own HTTP listens
 
     @property
     def http_url(self) -> str:
@@ -148,15 +210,43 @@ class EmbeddedServer:
     def metrics_url(self) -> str:
         return f"http://{self.host}:{self.metrics_port}/metrics"
 
+    def _security_args(self) -> list[str]:
+        unknown = sorted(set(self.restricted_apis) - set(RESTRICTABLE_APIS))
+        if unknown:
+            raise UsageError(f"restricted API {unknown[0]!r} is not one of Triton's: {', '.join(RESTRICTABLE_APIS)}")
+        args = []
+        if self.restricted_apis:
+            if self.admin_key is None:
+                key = secrets.token_urlsafe(32)
+            else:
+                check_admin_key(self.admin_key)
+                key = self.admin_key
+            apis = ",".join(dict.fromkeys(self.restricted_apis))
+            args += [f"--grpc-restricted-protocol={apis}:{ADMIN_HEADER}={key}",
+                     f"--http-restricted-api={apis}:{ADMIN_HEADER}={key}"]
+        if self.grpc_tls is not None:
+            self.grpc_tls.check("gRPC")
+            args += ["--grpc-use-ssl=true", f"--grpc-server-cert={Path(self.grpc_tls.cert).resolve()}",
+                     f"--grpc-server-key={Path(self.grpc_tls.key).resolve()}"]
+            if self.grpc_tls.client_ca is not None:
+                args += ["--grpc-use-ssl-mutual=true", f"--grpc-root-cert={Path(self.grpc_tls.client_ca).resolve()}"]
+        if self.http_tls is not None:
+            self.http_tls.check("HTTP")
+        return args
+
     def start(self) -> "EmbeddedServer":
         self.model_repository = Path(self.model_repository).resolve()
         check_repository(self.model_repository)
+        security = self._security_args()
         for name in ("http", "grpc", "metrics"):
             port = getattr(self, f"{name}_port")
             if port == 0:
                 setattr(self, f"{name}_port", free_port(self.host))
             elif port_in_use(self.host, port):
                 raise PortInUseError(name, self.host, port)
+        # With HTTPS, Triton's plain HTTP binds loopback on an internal port; the TLS proxy takes the public one.
+        triton_http = ("127.0.0.1", free_port("127.0.0.1")) if self.http_tls else (self.host, self.http_port)
+        self._triton_http = f"{triton_http[0]}:{triton_http[1]}"
         install = TritonInstall.locate()
         self._workdir = Path(tempfile.mkdtemp(prefix="tritonkit-server-"))
         backends = assemble_backends(install, self._workdir / "backends")
@@ -174,19 +264,23 @@ class EmbeddedServer:
             f"--model-repository={self.model_repository}",
             f"--backend-directory={backends}",
             f"--model-control-mode={self.model_control_mode}",
-            f"--http-address={self.host}", f"--http-port={self.http_port}",
+            f"--http-address={triton_http[0]}", f"--http-port={triton_http[1]}",
             f"--grpc-address={self.host}", f"--grpc-port={self.grpc_port}",
             f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}",
             f"--exit-timeout-secs={self.exit_timeout_s}",
+            *security,
             *self.extra_args,
         ]
-        logger.info("starting %s", " ".join(command))
+        logger.info("starting %s", " ".join(_masked(command)))
         with open(self.log_file, "ab") as log:
             self._process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
             )
         try:
             self._wait_ready()
+            if self.http_tls is not None:
+                context = server_context(self.http_tls.cert, self.http_tls.key, self.http_tls.client_ca)
+                self._proxy = TlsProxy(self.host, self.http_port, *triton_http, context).start()
         except BaseException:
             self.stop()
             raise
@@ -194,7 +288,7 @@ class EmbeddedServer:
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.startup_timeout_s
-        url = f"http://{self.http_url}/v2/health/ready"
+        url = f"http://{self._triton_http}/v2/health/ready"
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 self._raise_start_failure()
@@ -225,6 +319,18 @@ class EmbeddedServer:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        """The tritonserver process id (its Python backend stubs are its children); None before start."""
+        return self._process.pid if self._process is not None else None
+
+    def kill(self) -> None:
+        """SIGKILL Triton and its backend stubs at once, as a crash would; `start()` brings it back on the same ports."""
+        if self._process is not None and self._process.poll() is None:
+            os.killpg(self._process.pid, signal.SIGKILL)  # its own session: the stubs share its process group
+            self._process.wait()
+        self.stop()
+
     def wait(self) -> int:
         """Blocks until the server process exits; returns its exit code."""
         return self._process.wait()
@@ -236,6 +342,9 @@ class EmbeddedServer:
 
     def stop(self) -> None:
         """SIGTERM: Triton stops taking requests, lets in-flight ones finish, then exits."""
+        if self._proxy is not None:
+            self._proxy.stop()
+            self._proxy = None
         if self._process is not None and self._process.poll() is None:
             self.request_stop()
             try:
@@ -247,8 +356,20 @@ class EmbeddedServer:
         if self._workdir is not None:
             shutil.rmtree(self._workdir / "backends", ignore_errors=True)
 
+    def admin_headers(self, protocol: str) -> dict[str, str]:
+        """Headers that open the restricted APIs; only when the key was given (a drawn key stays secret)."""
+        if self.admin_key is None:
+            raise UsageError("this server was started without an admin key: its restricted APIs are closed")
+        return admin_headers(self.admin_key, protocol)
+
     def __enter__(self) -> "EmbeddedServer":
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _masked(command: list[str]) -> list[str]:
+    """The command line for logs: restricted-API keys replaced by `MASK`."""
+    return [re.sub(r"^(--(?:grpc-restricted-protocol|http-restricted-api)=[^=]*=).*", rf"\g<1>{MASK}", a)
+            for a in command]
