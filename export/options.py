@@ -22,9 +22,10 @@ import typer
 
 from tritonkit.errors import ExportError, UsageError
 from tritonkit.export.repository import new_version
-from tritonkit.model_config import DynamicBatching, InstanceGroup, ModelConfig, ModelWarmup, TensorSpec
+from tritonkit.model_config import DynamicBatching, InstanceGroup, ModelConfig, ModelWarmup, QueuePolicy, TensorSpec
 
 FORMATS = ("onnx", "tensorrt")
+TIMEOUT_ACTIONS = ("reject", "delay")
 KINDS = ("KIND_CPU", "KIND_GPU")
 TABULAR_MAX_BATCH_SIZE = 4096  # rows are small: let the batcher build large batches
 TENSOR_MAX_BATCH_SIZE = 64  # images, sequences: a batch of 4096 would not fit a GPU
@@ -60,6 +61,9 @@ class ExportOptions:
     dynamic_batching: bool = True
     max_queue_delay_us: int = DEFAULT_MAX_QUEUE_DELAY_US
     preferred_batch_sizes: tuple[int, ...] = ()
+    max_queue_size: int = 0
+    queue_timeout_us: int = 0
+    timeout_action: str = "reject"
     instances: int | None = None
     kind: str | None = None
     intra_op_threads: int = 1
@@ -87,7 +91,14 @@ class ExportOptions:
                                      ("--instances", self.instances, 1), ("--opset", self.opset, 7)):
             if value is not None and value < minimum:
                 raise UsageError(f"{flag} is {value}; expected {minimum} or more")
+        object.__setattr__(self, "timeout_action", str(self.timeout_action).lower())
+        if self.timeout_action not in TIMEOUT_ACTIONS:
+            raise UsageError(f"--timeout-action is {self.timeout_action!r}; expected one of {', '.join(TIMEOUT_ACTIONS)}")
+        if self.queue_policy is not None and not self.dynamic_batching:
+            raise UsageError("--max-queue-size, --queue-timeout-us and --timeout-action bound the dynamic batcher's "
+                             "queue; drop --no-dynamic-batching")
         for flag, value in (("--max-queue-delay-us", self.max_queue_delay_us),
+                            ("--max-queue-size", self.max_queue_size), ("--queue-timeout-us", self.queue_timeout_us),
                             ("--intra-op-threads", self.intra_op_threads),
                             ("--warmup-batch-size", self.warmup_batch_size),
                             ("--atol", self.atol), ("--rtol", self.rtol)):
@@ -107,6 +118,14 @@ class ExportOptions:
     @property
     def model_dir(self) -> Path:
         return self.repository / self.name
+
+    @property
+    def queue_policy(self) -> QueuePolicy | None:
+        """The batcher's default queue policy: None (Triton's unbounded queue) unless a queue option is set."""
+        if not self.max_queue_size and not self.queue_timeout_us and self.timeout_action == "reject":
+            return None
+        return QueuePolicy(timeout_action=self.timeout_action.upper(), default_timeout_us=self.queue_timeout_us,
+                           max_queue_size=self.max_queue_size)
 
     @property
     def instance_kind(self) -> str:
@@ -138,7 +157,8 @@ class ExportOptions:
         if too_large:
             raise UsageError(f"--preferred-batch-size {too_large} exceeds max_batch_size {max_batch}")
         batching = DynamicBatching(max_queue_delay_us=self.max_queue_delay_us,
-                                   preferred_batch_sizes=tuple(sorted(set(self.preferred_batch_sizes))))
+                                   preferred_batch_sizes=tuple(sorted(set(self.preferred_batch_sizes))),
+                                   default_queue_policy=self.queue_policy)
         kind = self.instance_kind
         return ModelConfig(
             name=self.name,
@@ -323,6 +343,17 @@ _OPTIONS = [
     ("preferred_batch_size", Optional[List[int]], typer.Option(
         None, "--preferred-batch-size", envvar="TRITONKIT_EXPORT_PREFERRED_BATCH_SIZE",
         help="Batch sizes the batcher aims for (repeat the option).")),
+    ("max_queue_size", int, typer.Option(
+        0, envvar="TRITONKIT_EXPORT_MAX_QUEUE_SIZE",
+        help="Most requests waiting in the batcher's queue; more are refused at once as overloaded "
+             "(UNAVAILABLE, 'Exceeds maximum queue size'). 0: unbounded.")),
+    ("queue_timeout_us", int, typer.Option(
+        0, envvar="TRITONKIT_EXPORT_QUEUE_TIMEOUT_US",
+        help="Longest a request may wait in the queue before --timeout-action applies. 0: no limit.")),
+    ("timeout_action", str, typer.Option(
+        "reject", envvar="TRITONKIT_EXPORT_TIMEOUT_ACTION",
+        help="reject (answer UNAVAILABLE at once) or delay (serve it after the others) a request that waited "
+             "past --queue-timeout-us.")),
     ("instances", Optional[int], typer.Option(None, envvar="TRITONKIT_EXPORT_INSTANCES",
                                               help="Model instances (default 2 on CPU, 1 on GPU).")),
     ("kind", Optional[str], typer.Option(None, envvar="TRITONKIT_EXPORT_KIND",

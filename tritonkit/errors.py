@@ -73,10 +73,42 @@ class ModelNotFoundError(ServerError):
     """The server does not serve the requested model (or version)."""
 
 
+class OverloadedError(ServerError):
+    """Triton turned the request away at once: the model's queue is full (its `max_queue_size`) or the
+    request waited longer than the queue allows. Retry later, with backoff."""
+
+    exit_code = 10
+
+    def __init__(self, message: str, *, model: str | None = None, status: str | None = "UNAVAILABLE"):
+        super().__init__(message, model=model, status=status)
+
+
+class DeadlineExceededError(ServerError):
+    """A call did not finish within its latency budget; a late answer is discarded."""
+
+    exit_code = 11
+
+    def __init__(self, model: str, budget_ms: float, elapsed_ms: float):
+        self.budget_ms, self.elapsed_ms = budget_ms, elapsed_ms
+        super().__init__(f"model `{model}`: no answer within the {budget_ms:g} ms budget "
+                         f"(gave up after {elapsed_ms:.0f} ms)", model=model, status="DEADLINE_EXCEEDED")
+
+
 class ExportError(TritonKitError):
     """A model could not be exported, or its export does not compute what the source computes."""
 
     exit_code = 6
+
+
+class OutputError(TritonKitError):
+    """Results could not be written (folder not writable, disk full); no final file is left half-written."""
+
+    exit_code = 12
+
+    def __init__(self, path, reason: str, *, parts=None):
+        self.path, self.reason, self.parts = str(path), reason, str(parts) if parts else None
+        kept = f"; finished chunks stay in {self.parts} for --resume" if parts else ""
+        super().__init__(f"cannot write {self.path}: {reason}; no final output was left{kept}")
 
 
 class StoreError(TritonKitError):
