@@ -16,6 +16,15 @@ model), so Locust's stats, CSV and web UI see it. Locust is closed loop: each us
 before sending again; at saturation that under-reports latency (see benchmarks/bench.py's open-loop
 "server" scenario for latency at a target arrival rate). One Locust process is one core: use
 `--processes N` when the client's CPU is the bottleneck.
+
+Two gevent traps this file defuses (both once hung a run, see tests/integration/test_bench.py):
+- tritonclient's `__del__` closes its gRPC channel again; when that happens in the garbage collection
+  at interpreter exit, under gevent, it can block forever. Each client is closed exactly once, while
+  the hub still runs (`close_client`): on a user's stop, and for any user that never started (or was
+  killed before `on_stop`) when the test stops.
+- Locust sets `-t/--run-time` with gevent's `spawn_later`, on a loop clock last read when gevent
+  started: when importing took longer than the run time, the run ended at once, while users were
+  still being spawned. The clock is refreshed when Locust fires `init`.
 """
 
 from __future__ import annotations
@@ -24,26 +33,58 @@ import os
 import time
 from pathlib import Path
 
-from locust import User, constant, task  # importing locust monkey-patches the process with gevent
+from locust import User, constant, events, task  # importing locust monkey-patches the process with gevent
 
+import gevent  # noqa: E402
 import grpc.experimental.gevent as _grpc_gevent
 
 _grpc_gevent.init_gevent()  # after gevent's monkey patching, before any gRPC channel exists
 
 import numpy as np  # noqa: E402
 
+from tritonkit.benchmarks.workloads import random_texts  # noqa: E402
 from tritonkit.clients.metadata import ModelMeta  # noqa: E402
 from tritonkit.clients.realtime import PROTOCOLS, TritonClient  # noqa: E402
 from tritonkit.errors import UsageError  # noqa: E402
 
 VARIABLE_DIM = 8  # size given to a -1 dimension (other than the batch one) in random inputs
-_WORDS = "the quick brown fox jumps over a lazy dog while customers churn or stay".split()
+_open_clients: dict[int, TritonClient] = {}  # id -> client: every TritonUser client not closed yet
+
+
+def close_client(client: TritonClient) -> None:
+    """Closes `client` once; later calls, and tritonclient's own `__del__`, do nothing."""
+    if _open_clients.pop(id(client), None) is None:
+        return
+    try:
+        client.close()
+    finally:
+        for raw in [client._client, *client._budget_clients.values()]:
+            raw.close = _closed  # tritonclient's __del__ calls self.close(): see the module docstring
+
+
+def _closed() -> None:
+    return None
+
+
+def close_all_clients() -> None:
+    """Closes the clients of users that never ran `on_stop` (killed while spawning or starting)."""
+    for client in list(_open_clients.values()):
+        close_client(client)
+
+
+@events.init.add_listener
+def _refresh_loop_clock(**_) -> None:
+    gevent.get_hub().loop.update_now()  # so that -t counts from now, not from when gevent started
+
+
+@events.test_stop.add_listener
+def _close_leftover_clients(**_) -> None:
+    close_all_clients()
 
 
 def _random_array(tensor, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
     if tensor.datatype == "BYTES":
-        words = rng.choice(_WORDS, size=(*shape, 6))
-        return np.vectorize(str.encode, otypes=[object])(np.apply_along_axis(" ".join, -1, words))
+        return random_texts(shape, rng)
     dtype = tensor.numpy_dtype
     if dtype == np.bool_:
         return rng.integers(0, 2, shape).astype(bool)
@@ -159,19 +200,27 @@ class TritonUser(User):
         self.data = self.data or os.environ.get("TRITONKIT_DATA") or None
         self.version = self.version or os.environ.get("TRITONKIT_VERSION", "")
         self.client = TritonClient(_strip_scheme(self.host), protocol=self.protocol)
-        if self.model is None:
-            self.model = self._only_model()
-        key = (self.host, self.protocol, self.model, self.version, self.batch_rows, self.data)
-        if key not in TritonUser._cache:
-            meta = self.client.metadata(self.model, self.version)
-            TritonUser._cache[key] = (meta, build_payloads(meta, self.batch_rows, self.data, self.payload_count))
+        _open_clients[id(self.client)] = self.client
+        try:
+            if self.model is None:
+                self.model = self._only_model()
+            key = (self.host, self.protocol, self.model, self.version, self.batch_rows, self.data)
+            if key not in TritonUser._cache:
+                meta = self.client.metadata(self.model, self.version)
+                TritonUser._cache[key] = (meta, build_payloads(meta, self.batch_rows, self.data, self.payload_count))
+        except Exception:
+            close_client(self.client)
+            raise
         self.meta, self.payloads = TritonUser._cache[key]
         self._next = 0
 
     def _only_model(self) -> str:
         raw = self.client._client
-        index = raw.get_model_repository_index(as_json=True) if self.protocol == "grpc" else None
-        models = index.get("models", []) if index is not None else raw.get_model_repository_index()
+        try:  # Triton can restrict this API (tritonkit serve does by default)
+            index = raw.get_model_repository_index(as_json=True) if self.protocol == "grpc" else None
+            models = index.get("models", []) if index is not None else raw.get_model_repository_index()
+        except Exception as e:  # noqa: BLE001
+            raise UsageError(f"set TRITONKIT_MODEL: the server did not list its models ({e})") from e
         ready = sorted({m["name"] for m in models if m.get("state", "READY") == "READY"})
         if len(ready) != 1:
             raise UsageError(f"set TRITONKIT_MODEL: the server serves {len(ready)} models ({', '.join(ready)})")
@@ -184,7 +233,7 @@ class TritonUser(User):
         infer_and_report(self.environment, self.client, self.model, arrays, self.version)
 
     def on_stop(self) -> None:
-        self.client.close()
+        close_client(self.client)
 
 
 _PROTOCOL = os.environ.get("TRITONKIT_PROTOCOL", "grpc").lower()

