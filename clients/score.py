@@ -18,10 +18,10 @@ import numpy as np
 import pyarrow as pa
 
 from tritonkit.clients import mapping, sources
-from tritonkit.clients.bulk import AsyncInferer
+from tritonkit.clients.bulk import AsyncInferer, infer_isolating
 from tritonkit.clients.realtime import TritonClient
 from tritonkit.clients.sinks import OrderedOutput, PartStore, output_format
-from tritonkit.errors import ServerError, UsageError
+from tritonkit.errors import InputError, OutputError, UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,9 @@ class ScoreOptions:
     segment_bounds: list[float] = field(default_factory=list)
     ssl: bool = False
     root_certificates: str | None = None
-    headers: dict[str, str] = field(default_factory=dict)
+    certificate_chain: str | None = None  # client certificate and key, for mutual TLS
+    private_key: str | None = None
+    headers: dict[str, str] = field(default_factory=dict, repr=False)  # may hold credentials
     timeout_s: float = 120.0
     store: str | None = None  # prediction store URL (sqlite:///..., redis://...): scored rows go there too
 
@@ -124,9 +126,11 @@ class Postprocess:
 
 
 def output_column(values: np.ndarray) -> pa.Array:
+    width = int(np.prod(values.shape[1:])) if values.ndim > 1 else 1  # -1 fails on an empty chunk
     if values.dtype == object:
-        return pa.array([v.decode() if isinstance(v, bytes) else v for v in values.reshape(len(values), -1)[:, 0]])
-    flat = values.reshape(len(values), -1)
+        return pa.array([v.decode() if isinstance(v, bytes) else v
+                         for v in values.reshape(len(values), width)[:, 0]], pa.string())
+    flat = values.reshape(len(values), width)
     if flat.shape[1] == 1:
         return pa.array(flat[:, 0])
     return pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), flat.shape[1])
@@ -136,7 +140,8 @@ class _Run:
     def __init__(self, options: ScoreOptions):
         self.o = options
         with TritonClient(options.url, protocol=options.protocol, ssl=options.ssl,
-                          root_certificates=options.root_certificates, headers=options.headers) as client:
+                          root_certificates=options.root_certificates, certificate_chain=options.certificate_chain,
+                          private_key=options.private_key, headers=options.headers) as client:
             self.meta = client.metadata(options.model, options.version)
         self.files = sources.input_files(options.input)
         columns = sources.column_names(self.files)
@@ -181,31 +186,14 @@ class _Run:
                 continue
             yield chunk, mapping.convert(chunk.table, self.specs)
 
-    async def _infer_rows(self, inferer, sem, arrays, start):
-        """Results for rows [start, start + n): a failing multi-row request is split to find the bad rows."""
-        n = len(next(iter(arrays.values())))
-        try:
-            async with sem:
-                outputs, version = await inferer.infer(arrays)
-            self.report.requests += 1
-            return [(start, outputs, version)], []
-        except ServerError as e:
-            if e.status == "UNAVAILABLE":
-                raise
-            if n == 1:
-                return [], [(start, str(e))]
-            half = n // 2
-            left = await self._infer_rows(inferer, sem, {k: v[:half] for k, v in arrays.items()}, start)
-            right = await self._infer_rows(inferer, sem, {k: v[half:] for k, v in arrays.items()}, start + half)
-            return left[0] + right[0], left[1] + right[1]
-
     async def _chunk(self, inferer, sem, chunk, arrays, valid, reasons, progress):
         n_valid = int(valid.sum())
         slices = [{k: v[s:s + self.batch] for k, v in arrays.items()} for s in range(0, n_valid, self.batch)]
-        results = await asyncio.gather(*(self._infer_rows(inferer, sem, a, i * self.batch)
+        results = await asyncio.gather(*(infer_isolating(inferer, sem, a, i * self.batch)
                                          for i, a in enumerate(slices)))
-        done = sorted((r for ok, _ in results for r in ok), key=lambda r: r[0])
-        failed = [f for _, bad in results for f in bad]
+        done = sorted((r for ok, _, _ in results for r in ok), key=lambda r: r[0])
+        failed = [f for _, bad, _ in results for f in bad]
+        self.report.requests += sum(sent for _, _, sent in results)
         predicted_at = time.time()
         rows = chunk.first_row + np.arange(chunk.table.num_rows, dtype=np.int64)
         valid_rows = rows[valid]
@@ -261,6 +249,7 @@ class _Run:
     async def _score(self, skip: set[int], progress) -> None:
         inferer = AsyncInferer(self.o.url, self.meta, protocol=self.o.protocol, version=self.o.version,
                                timeout_s=self.o.timeout_s, ssl=self.o.ssl, root_certificates=self.o.root_certificates,
+                               certificate_chain=self.o.certificate_chain, private_key=self.o.private_key,
                                headers=self.o.headers)
         sem = asyncio.Semaphore(self.o.concurrency)
         pending: set[asyncio.Task] = set()
@@ -278,6 +267,8 @@ class _Run:
                     await self._put(ordered, writer, asyncio.to_thread(self.parts.read, chunk.index))
                     continue
                 task = asyncio.create_task(self._chunk(inferer, sem, chunk, *conversion, progress))
+                # The first failure reaches run() through the writer; later ones would be logged as "never retrieved".
+                task.add_done_callback(lambda t: t.cancelled() or t.exception())
                 pending.add(task)
                 await self._put(ordered, writer, task)
                 # Keep the next chunk's requests queued while this one's part is written.
@@ -349,8 +340,20 @@ class _Run:
 
 
 def score(options: ScoreOptions, progress=None) -> ScoreReport:
-    """Scores `options.input` into `options.output`; returns the report (check `.complete`)."""
-    return _Run(options).run(progress)
+    """Scores `options.input` into `options.output`; returns the report (check `.complete`).
+
+    A file that cannot be written (folder not writable, disk full) raises OutputError naming it; the
+    final output is never left half-written, and finished chunks stay for `--resume`.
+    """
+    run = _Run(options)
+    try:
+        return run.run(progress)
+    except OSError as e:  # inference errors arrive as ServerError: what is left is file I/O
+        if e.filename and Path(e.filename).resolve() in {f.resolve() for f in run.files}:
+            raise InputError(f"cannot read {e.filename}: {e.strerror or e}", field="--input",
+                             value=str(e.filename)) from e
+        parts = run.parts.dir if run.parts.exists() else None
+        raise OutputError(e.filename or options.output, e.strerror or str(e), parts=parts) from e
 
 
 def total_rows(options: ScoreOptions) -> int | None:

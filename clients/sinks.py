@@ -174,11 +174,15 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def _atomic_ipc(table: pa.Table, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        with pa.ipc.new_file(handle, table.schema) as writer:
-            writer.write_table(table)
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with open(tmp, "wb") as handle:
+            with pa.ipc.new_file(handle, table.schema) as writer:
+                writer.write_table(table)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:  # disk full, kill: no half-written temporary left behind
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
 
 
