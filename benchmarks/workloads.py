@@ -46,18 +46,11 @@ def nobatch_twin(source: Path, target: Path, config: ModelConfig) -> None:
 
 
 def _latency(call, items: list, requests: int) -> dict[str, float]:
-    import time
+    """benchmarks.realtime's sequential latency, plus the rows/s one caller gets from it."""
+    from tritonkit.benchmarks.realtime import _latency as sequential
 
-    for item in items[:20]:  # warm up
-        call(item)
-    samples = []
-    for i in range(requests):
-        start = time.perf_counter()
-        call(items[i % len(items)])
-        samples.append((time.perf_counter() - start) * 1000)
-    values = np.asarray(samples)
-    return {"p50_ms": float(np.percentile(values, 50)), "p99_ms": float(np.percentile(values, 99)),
-            "mean_ms": float(values.mean()), "rows_per_s": 1000.0 / float(values.mean())}
+    result = sequential(call, items, requests)
+    return {**result, "rows_per_s": 1000.0 / result["mean_ms"]}
 
 
 def _rows_per_s(call, batches: list, rows: int, seconds: float) -> float:

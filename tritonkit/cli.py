@@ -9,7 +9,7 @@ import sys
 import time
 from http.client import HTTPException
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -32,6 +32,16 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what 
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+
+
+# Client-side TLS options, the same for predict and score.
+SslOption = Annotated[bool, typer.Option(envvar="TRITONKIT_SSL", help="TLS to Triton (gRPC or HTTPS).")]
+RootCertificatesOption = Annotated[Optional[str], typer.Option(
+    envvar="TRITONKIT_ROOT_CERTIFICATES", help="CA bundle (PEM) that signed the server's certificate.")]
+ClientCertOption = Annotated[Optional[str], typer.Option(envvar="TRITONKIT_CLIENT_CERT",
+                                                         help="Client certificate (PEM) for mutual TLS.")]
+ClientKeyOption = Annotated[Optional[str], typer.Option(envvar="TRITONKIT_CLIENT_KEY",
+                                                        help="Private key of --client-cert (PEM).")]
 
 
 @app.command()
@@ -118,13 +128,10 @@ def predict(
     timeout_ms: Optional[float] = typer.Option(
         None, "--timeout-ms", envvar="TRITONKIT_TIMEOUT_MS",
         help="Latency budget of the call in ms (overrides --timeout-s); past it: exit code 11, naming the budget."),
-    ssl: bool = typer.Option(False, envvar="TRITONKIT_SSL", help="TLS to Triton (gRPC or HTTPS)."),
-    root_certificates: Optional[str] = typer.Option(None, envvar="TRITONKIT_ROOT_CERTIFICATES",
-                                                    help="CA bundle (PEM) that signed the server's certificate."),
-    client_cert: Optional[str] = typer.Option(None, envvar="TRITONKIT_CLIENT_CERT",
-                                              help="Client certificate (PEM) for mutual TLS."),
-    client_key: Optional[str] = typer.Option(None, envvar="TRITONKIT_CLIENT_KEY",
-                                             help="Private key of --client-cert (PEM)."),
+    ssl: SslOption = False,
+    root_certificates: RootCertificatesOption = None,
+    client_cert: ClientCertOption = None,
+    client_key: ClientKeyOption = None,
     header: list[str] = typer.Option([], "--header", help="'NAME=VALUE' or 'NAME: VALUE' sent with the call "
                                      "(repeatable); values are never printed."),
 ):
@@ -174,13 +181,10 @@ def score(
     score_output: Optional[str] = typer.Option(None, help="Output that --threshold/--segments read."),
     segments: Optional[str] = typer.Option(None, help="Segment names, e.g. Low,Medium,High."),
     segment_bounds: Optional[str] = typer.Option(None, help="Ascending bounds, e.g. 0.3,0.6."),
-    ssl: bool = typer.Option(False, envvar="TRITONKIT_SSL", help="TLS to Triton (gRPC or HTTPS)."),
-    root_certificates: Optional[str] = typer.Option(None, envvar="TRITONKIT_ROOT_CERTIFICATES",
-                                                    help="CA bundle (PEM) that signed the server's certificate."),
-    client_cert: Optional[str] = typer.Option(None, envvar="TRITONKIT_CLIENT_CERT",
-                                              help="Client certificate (PEM) for mutual TLS."),
-    client_key: Optional[str] = typer.Option(None, envvar="TRITONKIT_CLIENT_KEY",
-                                             help="Private key of --client-cert (PEM)."),
+    ssl: SslOption = False,
+    root_certificates: RootCertificatesOption = None,
+    client_cert: ClientCertOption = None,
+    client_key: ClientKeyOption = None,
     header: list[str] = typer.Option([], "--header", help="'NAME=VALUE' or 'NAME: VALUE' sent with every "
                                      "request (repeatable); values are never printed."),
     report: Optional[Path] = typer.Option(None, help="Also write the report here as JSON."),
