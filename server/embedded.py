@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -130,6 +131,23 @@ def assemble_backends(install: TritonInstall, dest: Path) -> Path:
     ort_dir.mkdir(exist_ok=True)
     shutil.copy2(ORT_BACKEND, ort_dir / "model.py")
     return dest
+
+
+def _die_with_parent():
+    """A preexec_fn asking Linux to SIGTERM the server when the process that started it dies (kill -9
+    included), so no orphaned Triton keeps the ports. Linux ties this to the forking thread, hence only
+    used from the main thread; None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+
+    def arm() -> None:
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+    return arm
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -274,7 +292,8 @@ class EmbeddedServer:
         logger.info("starting %s", " ".join(_masked(command)))
         with open(self.log_file, "ab") as log:
             self._process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+                command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                preexec_fn=_die_with_parent() if threading.current_thread() is threading.main_thread() else None,
             )
         try:
             self._wait_ready()

@@ -236,3 +236,29 @@ def test_score_exits_with_clear_error_leaving_no_final_file_when_disk_fills_then
     resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
     assert list(pd.read_csv(out).customer_id) == list(frame.customer_id)
+
+
+def test_server_stops_when_the_process_that_started_it_is_killed_with_sigkill(churn_only, tmp_path):
+    """No orphaned Triton keeps the ports after its parent dies without cleaning up."""
+    script = ("import sys, time\nfrom tritonkit.server import EmbeddedServer\n"
+              f"server = EmbeddedServer({str(churn_only)!r}, http_port=0, grpc_port=0, metrics_port=0).start()\n"
+              "print(server.pid, flush=True)\ntime.sleep(600)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        triton = int(parent.stdout.readline())
+        os.kill(triton, 0)  # running
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+
+        def gone() -> bool:
+            try:
+                os.kill(triton, 0)
+            except ProcessLookupError:
+                return True
+            with open(f"/proc/{triton}/stat") as stat:  # a zombie waiting for init counts as gone
+                return stat.read().split(")")[-1].split()[0] == "Z"
+
+        wait_for(gone, 60, "tritonserver to exit after its parent was killed")
+    finally:
+        if parent.poll() is None:
+            parent.kill()
