@@ -198,9 +198,12 @@ class TritonClient:
         latency_ms = (time.perf_counter() - start) * 1000
         if latency_ms > budget_ms:
             raise DeadlineExceededError(model, budget_ms, latency_ms)
-        response = result.get_response(as_json=True) if self.protocol == "grpc" else result.get_response()
+        if self.protocol == "grpc":  # read the field: a JSON copy of the response would base64 every output
+            served = result.get_response().model_version
+        else:
+            served = result.get_response().get("model_version", "")
         values = {t.name: result.as_numpy(t.name) for t in meta.outputs}
-        return values, str(response.get("model_version", version)), latency_ms
+        return values, str(served or version), latency_ms
 
     def _send(self, model: str, inputs, outputs, version: str, budget_ms: float, start: float):
         """One try, bounded by what is left of the budget (gRPC) or by the budget per socket wait (HTTP)."""

@@ -58,7 +58,7 @@ def test_export_sklearn_writes_label_and_probabilities_when_estimator_is_classif
     assert [(t.name, t.dtype, t.dims) for t in config.inputs] == [("features", "FP32", (5,))]
     assert [(t.name, t.dtype, t.dims) for t in config.outputs] == [("label", "INT64", (1,)),
                                                                    ("probabilities", "FP32", (2,))]
-    assert config.max_batch_size == 4096 and config.dynamic_batching.max_queue_delay_us == 200
+    assert config.max_batch_size == 4096 and config.dynamic_batching.max_queue_delay_us == 0
     assert [(g.count, g.kind) for g in config.instance_groups] == [(2, "KIND_CPU")]
     assert config.parameters["intra_op_thread_count"] == "1"
     assert config.parameters["feature_names"] == ",".join(FEATURES)
