@@ -190,10 +190,14 @@ def check_parity(source: torch.nn.Module, path: Path, tokenizer, fp16: bool = Fa
 
 
 def encoder_config(name: str, hidden: int, max_batch_size: int) -> ModelConfig:
+    """One CPU instance, onnxruntime on every core. Left to itself Triton starts two instances and each
+    onnxruntime session takes all cores: oversubscribed, bulk scoring of minilm ran at 0.81x in-process
+    onnxruntime here, against 0.98-1.02x with one instance (python -m tritonkit.benchmarks.bulk)."""
     return ModelConfig(
         name=name, backend="onnxruntime", max_batch_size=max_batch_size,
         inputs=[TensorSpec(n, "INT64", [-1]) for n in INPUTS], outputs=[TensorSpec(OUTPUT, "FP32", [hidden])],
         dynamic_batching=DynamicBatching(max_queue_delay_us=MAX_QUEUE_DELAY_US),
+        instance_groups=[InstanceGroup(count=1, kind="KIND_CPU")],
     )
 
 
