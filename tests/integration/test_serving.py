@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
@@ -86,9 +87,12 @@ def test_backend_fails_only_the_bad_request_when_batched_with_good_ones(server):
     good = {"x": np.arange(8, dtype=np.float32).reshape(2, 4)}
     bad = {"x": np.ones((1, 3), dtype=np.float32)}
     raw = grpcclient.InferenceServerClient(server.grpc_url)
+    client.metadata("varlen")  # fetched once here, not by five threads at once
     before = _stats(raw, "varlen")
+    start = threading.Barrier(5)  # all five within the model's 200 ms batching window, even on a loaded machine
 
     def send(arrays):
+        start.wait(timeout=30)
         try:
             return client.infer_arrays("varlen", arrays)[0]["y"]
         except ServerError as e:
