@@ -48,8 +48,15 @@ from pathlib import Path
 
 import numpy as np
 
-from tritonkit.benchmarks.report import (CLIENT_BOUND_PERCENT, HEADLINE_COLUMNS, cost_table, headline_rows,
-                                         markdown_table, write_plots, write_report)
+from tritonkit.benchmarks.report import (
+    CLIENT_BOUND_PERCENT,
+    HEADLINE_COLUMNS,
+    cost_table,
+    headline_rows,
+    markdown_table,
+    write_plots,
+    write_report,
+)
 from tritonkit.benchmarks.workloads import NOBATCH_SUFFIX, workload_for
 
 DEFAULT_PRICE_REALTIME_PER_HOUR = 0.17
@@ -115,22 +122,46 @@ def offline_worker(spec: dict) -> dict:
     results = {}
     for model in spec["models"]:
         cpu0, start = time.process_time(), time.perf_counter()
-        report = score(ScoreOptions(model=model, input=data, output=tmp / f"{model}-scored.parquet", url=spec["url"],
-                                    id_column=workload.id_column, concurrency=spec["concurrency"]))
+        report = score(
+            ScoreOptions(
+                model=model,
+                input=data,
+                output=tmp / f"{model}-scored.parquet",
+                url=spec["url"],
+                id_column=workload.id_column,
+                concurrency=spec["concurrency"],
+            )
+        )
         wall = time.perf_counter() - start
-        results[model] = {"model": model, "rows": report.rows_scored, "rows_rejected": report.rows_rejected,
-                          "rows_per_s": report.rows_per_s, "wall_s": report.wall_s, "requests": report.requests,
-                          "request_latency_ms": report.latency_ms,
-                          "client_cpu_percent": 100.0 * (time.process_time() - cpu0) / max(wall, 1e-9)}
+        results[model] = {
+            "model": model,
+            "rows": report.rows_scored,
+            "rows_rejected": report.rows_rejected,
+            "rows_per_s": report.rows_per_s,
+            "wall_s": report.wall_s,
+            "requests": report.requests,
+            "request_latency_ms": report.latency_ms,
+            "client_cpu_percent": 100.0 * (time.process_time() - cpu0) / max(wall, 1e-9),
+        }
     return results
 
 
 def run_offline(url: str, models: list[str], workload: str, rows: int, concurrency: int, tmp: Path) -> dict:
     """The offline scenario for `models`, one after the other, in one child process (no gevent there)."""
-    spec = {"url": url, "models": models, "workload": workload, "rows": rows, "concurrency": concurrency,
-            "tmp": str(tmp)}
-    done = subprocess.run([sys.executable, "-m", "tritonkit.benchmarks.bench", "--_offline-worker", json.dumps(spec)],
-                          capture_output=True, text=True, timeout=1800)
+    spec = {
+        "url": url,
+        "models": models,
+        "workload": workload,
+        "rows": rows,
+        "concurrency": concurrency,
+        "tmp": str(tmp),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "tritonkit.benchmarks.bench", "--_offline-worker", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"offline scenario for {', '.join(models)} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -165,11 +196,15 @@ class _Recorder:
     def summary(self, wall_s: float, cpu_percent: float) -> dict:
         values = np.asarray(self.samples) if self.samples else np.asarray([np.nan])
         return {
-            "requests": len(self.samples), "failures": self.failures, "wall_s": round(wall_s, 3),
-            "requests_per_s": len(self.samples) / wall_s, "predictions_per_s": self.rows / wall_s,
+            "requests": len(self.samples),
+            "failures": self.failures,
+            "wall_s": round(wall_s, 3),
+            "requests_per_s": len(self.samples) / wall_s,
+            "predictions_per_s": self.rows / wall_s,
             **{f"p{q}_ms": float(np.percentile(values, q)) for q in (50, 90, 99)},
             "mean_ms": float(values.mean()),
-            "client_cpu_percent": round(cpu_percent, 1), "client_bound": cpu_percent > CLIENT_BOUND_PERCENT,
+            "client_cpu_percent": round(cpu_percent, 1),
+            "client_bound": cpu_percent > CLIENT_BOUND_PERCENT,
         }
 
     def write_csv(self, folder: Path) -> None:
@@ -191,8 +226,9 @@ def _cpu_window():
     return lambda: process.cpu_percent(None)
 
 
-def closed_loop(name: str, host: str, protocol: str, model: str, users: int, batch_rows: int, seconds: float,
-                csv_dir: Path) -> dict:
+def closed_loop(
+    name: str, host: str, protocol: str, model: str, users: int, batch_rows: int, seconds: float, csv_dir: Path
+) -> dict:
     """`users` Locust users back to back for `seconds` (after a short warm-up), through LocalRunner."""
     import gevent
 
@@ -213,12 +249,28 @@ def closed_loop(name: str, host: str, protocol: str, model: str, users: int, bat
     runner.quit()
     close_all_clients()  # users killed before on_stop: this Environment's events are not locust.events
     recorder.write_csv(csv_dir)
-    return {"scenario": name, "model": model, "protocol": protocol, "users": users, "batch_rows": batch_rows,
-            "loop": "closed", "processes": 1, **recorder.summary(wall, cpu_percent)}
+    return {
+        "scenario": name,
+        "model": model,
+        "protocol": protocol,
+        "users": users,
+        "batch_rows": batch_rows,
+        "loop": "closed",
+        "processes": 1,
+        **recorder.summary(wall, cpu_percent),
+    }
 
 
-def open_loop(name: str, host: str, model: str, rate: float, seconds: float, csv_dir: Path,
-              max_in_flight: int = 256, seed: int = 0) -> dict:
+def open_loop(
+    name: str,
+    host: str,
+    model: str,
+    rate: float,
+    seconds: float,
+    csv_dir: Path,
+    max_in_flight: int = 256,
+    seed: int = 0,
+) -> dict:
     """Poisson arrivals at `rate`/s for `seconds` over gRPC, whether or not earlier requests returned."""
     import gevent
     import gevent.pool
@@ -253,8 +305,15 @@ def open_loop(name: str, host: str, model: str, rate: float, seconds: float, csv
     client.close()
     recorder.failures += dropped
     recorder.write_csv(csv_dir)
-    result = {"scenario": name, "model": model, "protocol": "grpc", "loop": "open", "target_rate": rate,
-              "dropped": dropped, **recorder.summary(wall, cpu_percent)}
+    result = {
+        "scenario": name,
+        "model": model,
+        "protocol": "grpc",
+        "loop": "open",
+        "target_rate": rate,
+        "dropped": dropped,
+        **recorder.summary(wall, cpu_percent),
+    }
     return result
 
 
@@ -275,9 +334,13 @@ def server_sweep(host: str, model: str, options: BenchOptions, csv_dir: Path) ->
             misses += 1
             if misses >= 2:
                 break
-    return {"model": model, "budget_ms": options.budget_ms, "points": points,
-            "max_rate_within_budget": best,
-            "client_bound": any(p["client_bound"] for p in points)}
+    return {
+        "model": model,
+        "budget_ms": options.budget_ms,
+        "points": points,
+        "max_rate_within_budget": best,
+        "client_bound": any(p["client_bound"] for p in points),
+    }
 
 
 # ---------------------------------------------------------------- the run
@@ -290,7 +353,7 @@ def _served(url: str, model: str) -> bool:
         with TritonClient(url, protocol="grpc") as client:
             client.metadata(model)
         return True
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - any failure means "not ready yet"
         return False
 
 
@@ -300,16 +363,25 @@ def micro_batch(url: str, model: str, options: BenchOptions, csv_dir: Path, log)
 
     name = f"micro_batch_{model}"
     log(f"closed-loop micro-batch: {model} {options.micro_batch_users} users x {options.micro_batch_rows} rows")
-    point = closed_loop(name, url, "grpc", model, options.micro_batch_users, options.micro_batch_rows,
-                        options.seconds, csv_dir)
+    point = closed_loop(
+        name, url, "grpc", model, options.micro_batch_users, options.micro_batch_rows, options.seconds, csv_dir
+    )
     points = [point]
     processes = options.processes or (os.cpu_count() or 1 if point["client_bound"] else 0)
     if processes > 1 and options.micro_batch_users > 1:
         why = "asked for" if options.processes else f"client at {point['client_cpu_percent']:.0f} % of a core"
         log(f"closed-loop micro-batch again with Locust --processes {processes} ({why})")
-        rerun = locust_processes.run(f"{name}_processes{processes}", url, "grpc", model,
-                                     options.micro_batch_users, options.micro_batch_rows, options.seconds,
-                                     processes, csv_dir)
+        rerun = locust_processes.run(
+            f"{name}_processes{processes}",
+            url,
+            "grpc",
+            model,
+            options.micro_batch_users,
+            options.micro_batch_rows,
+            options.seconds,
+            processes,
+            csv_dir,
+        )
         rerun["rerun_of"] = name if point["client_bound"] else None
         points.append(rerun)
     return points
@@ -325,15 +397,23 @@ def dynamic_batching(url: str, models: list[str], options: BenchOptions, out: Pa
         log(f"dynamic-batching: skipped: {why}")
         return {"skipped": why}
     twin = models[1] if len(models) > 1 else None
-    log(f"dynamic-batching: perf_analyzer, {options.concurrency} concurrent single-row clients, "
-        f"{' vs '.join(models)}")
+    log(f"dynamic-batching: perf_analyzer, {options.concurrency} concurrent single-row clients, {' vs '.join(models)}")
     with TritonClient(url, protocol="grpc") as client:
         payloads = build_payloads(client.metadata(models[0]), 1, None, 256, seed=5)
     window_ms = int(max(1000, options.seconds * 500))
     return perf_analyzer.dynamic_batching(
-        binary, url, models[0], twin, payloads, out / "perf_analyzer", rounds=1 if options.quick else 2,
-        concurrency=options.concurrency, window_ms=window_ms, stability=options.stability_percent,
-        max_trials=5 if options.quick else 8)
+        binary,
+        url,
+        models[0],
+        twin,
+        payloads,
+        out / "perf_analyzer",
+        rounds=1 if options.quick else 2,
+        concurrency=options.concurrency,
+        window_ms=window_ms,
+        stability=options.stability_percent,
+        max_trials=5 if options.quick else 8,
+    )
 
 
 def run(options: BenchOptions, command: str = "", log=print) -> dict:
@@ -353,10 +433,14 @@ def run(options: BenchOptions, command: str = "", log=print) -> dict:
             from tritonkit.server import EmbeddedServer
 
             if workload is None or workload.name != options.model:
-                raise SystemExit(f"--model {options.model}: the embedded server benchmarks the example workloads "
-                                 "churn and minilm; give --url for another model")
-            log(f"exporting {options.model} (+ {options.model}{NOBATCH_SUFFIX}, no dynamic batching) and starting "
-                "the embedded server")
+                raise SystemExit(
+                    f"--model {options.model}: the embedded server benchmarks the example workloads "
+                    "churn and minilm; give --url for another model"
+                )
+            log(
+                f"exporting {options.model} (+ {options.model}{NOBATCH_SUFFIX}, no dynamic batching) and starting "
+                "the embedded server"
+            )
             repository = tmp / "repository"
             repository.mkdir()
             onnx = workload.prepare(repository, options.model)
@@ -372,30 +456,53 @@ def run(options: BenchOptions, command: str = "", log=print) -> dict:
                 models.append(twin)
             else:
                 log(f"{twin} is not served at {url}: no dynamic batching comparison")
-            summary = {"command": command or "tritonkit bench", "options": json.loads(json.dumps(asdict(options),
-                                                                                                 default=str)),
-                       "server_url": url, "embedded": server is not None, "models": models,
-                       "workload": workload.name if workload else None,
-                       "environment": {"when": time.strftime("%Y-%m-%d %H:%M:%S"),
-                                       "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}",
-                                       "load_average": [round(x, 2) for x in os.getloadavg()],
-                                       "python": platform.python_version(), "matplotlib": matplotlib.__version__,
-                                       "psutil": psutil.__version__},
-                       "reference": None, "single_stream": [], "micro_batch": [], "dynamic_batching": None,
-                       "server": {}, "offline": {}}
+            summary = {
+                "command": command or "tritonkit bench",
+                "options": json.loads(json.dumps(asdict(options), default=str)),
+                "server_url": url,
+                "embedded": server is not None,
+                "models": models,
+                "workload": workload.name if workload else None,
+                "environment": {
+                    "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+                    "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}",
+                    "load_average": [round(x, 2) for x in os.getloadavg()],
+                    "python": platform.python_version(),
+                    "matplotlib": matplotlib.__version__,
+                    "psutil": psutil.__version__,
+                },
+                "reference": None,
+                "single_stream": [],
+                "micro_batch": [],
+                "dynamic_batching": None,
+                "server": {},
+                "offline": {},
+            }
             if onnx is not None and workload is not None:
                 log("onnxruntime in-process reference")
-                summary["reference"] = workload.reference(Path(onnx), options.micro_batch_rows, options.seconds,
-                                                          min(options.offline_rows, 200_000))
+                summary["reference"] = workload.reference(
+                    Path(onnx), options.micro_batch_rows, options.seconds, min(options.offline_rows, 200_000)
+                )
             if "single-stream" in options.scenarios:
                 for model in models:
                     log(f"single-stream: {model} grpc")
-                    summary["single_stream"].append(closed_loop(f"single_stream_{model}_grpc", url, "grpc", model, 1,
-                                                                1, options.seconds, csv_dir))
+                    summary["single_stream"].append(
+                        closed_loop(f"single_stream_{model}_grpc", url, "grpc", model, 1, 1, options.seconds, csv_dir)
+                    )
                 if http_url:
                     log(f"single-stream: {options.model} http")
-                    summary["single_stream"].append(closed_loop(f"single_stream_{options.model}_http", http_url,
-                                                                "http", options.model, 1, 1, options.seconds, csv_dir))
+                    summary["single_stream"].append(
+                        closed_loop(
+                            f"single_stream_{options.model}_http",
+                            http_url,
+                            "http",
+                            options.model,
+                            1,
+                            1,
+                            options.seconds,
+                            csv_dir,
+                        )
+                    )
             if "dynamic-batching" in options.scenarios:
                 summary["dynamic_batching"] = dynamic_batching(url, models, options, out, log)
             if "server" in options.scenarios:
@@ -408,14 +515,20 @@ def run(options: BenchOptions, command: str = "", log=print) -> dict:
                     log(f"offline: skipped: no workload knows the rows {options.model} takes")
                 else:
                     log(f"offline: {', '.join(models)}, {options.offline_rows:,} rows each through score()")
-                    summary["offline"] = run_offline(url, models, workload.name, options.offline_rows,
-                                                     options.offline_concurrency, tmp)
+                    summary["offline"] = run_offline(
+                        url, models, workload.name, options.offline_rows, options.offline_concurrency, tmp
+                    )
         finally:
             if server is not None:
                 server.stop()
-    summary["cost"] = cost_table(summary["server"], summary["offline"], options.budget_ms,
-                                 options.price_realtime_per_hour, options.price_batch_per_hour,
-                                 options.realtime_utilisation)
+    summary["cost"] = cost_table(
+        summary["server"],
+        summary["offline"],
+        options.budget_ms,
+        options.price_realtime_per_hour,
+        options.price_batch_per_hour,
+        options.realtime_utilisation,
+    )
     bound = [r["scenario"] for r in summary["single_stream"] + summary["micro_batch"] if r["client_bound"]]
     bound += [f"server_{m}" for m, s in summary["server"].items() if s["client_bound"]]
     bound += [f"offline_{m}" for m, r in summary["offline"].items() if r["client_cpu_percent"] > CLIENT_BOUND_PERCENT]
@@ -436,16 +549,25 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("bench-out"))
     p.add_argument("--seconds", type=float, help="seconds per measurement (default 3 quick, 10 otherwise)")
     p.add_argument("--budget-ms", type=float, default=100.0, help="p99 latency budget for the server scenario")
-    p.add_argument("--rates", type=lambda s: [float(x) for x in s.split(",")], default=[],
-                   help="server scenario target rates, comma-separated (default: doubling from 50/s for churn, "
-                        "5/s for minilm)")
-    p.add_argument("--max-rate", type=float, help="highest default sweep rate (churn: 1600 quick, 25600; "
-                                                  "minilm: 320 quick, 2560)")
-    p.add_argument("--micro-batch-rows", type=int, help="rows per closed-loop micro-batch request "
-                                                        "(default: churn 64, minilm 16)")
+    p.add_argument(
+        "--rates",
+        type=lambda s: [float(x) for x in s.split(",")],
+        default=[],
+        help="server scenario target rates, comma-separated (default: doubling from 50/s for churn, 5/s for minilm)",
+    )
+    p.add_argument(
+        "--max-rate", type=float, help="highest default sweep rate (churn: 1600 quick, 25600; minilm: 320 quick, 2560)"
+    )
+    p.add_argument(
+        "--micro-batch-rows", type=int, help="rows per closed-loop micro-batch request (default: churn 64, minilm 16)"
+    )
     p.add_argument("--micro-batch-users", type=int, default=4)
-    p.add_argument("--processes", type=int, help="also run the closed-loop micro-batch point with Locust "
-                                                 "--processes N (default: only when one process is client-bound)")
+    p.add_argument(
+        "--processes",
+        type=int,
+        help="also run the closed-loop micro-batch point with Locust "
+        "--processes N (default: only when one process is client-bound)",
+    )
     p.add_argument("--concurrency", type=int, default=16, help="perf_analyzer's concurrent single-row clients")
     p.add_argument("--stability-percent", type=float, default=25.0, help="perf_analyzer's --stability-percentage")
     p.add_argument("--offline-rows", type=int, help="rows for the offline scenario (default from the workload)")
@@ -466,23 +588,38 @@ def main(argv: list[str] | None = None) -> None:
         return
     # The load process: Locust's import monkey-patches with gevent, first, before any thread or channel
     # exists (a later import can deadlock on an import lock another thread holds); gRPC's gevent support after.
-    import tritonkit.benchmarks.locustfile  # noqa: F401
     import grpc.experimental.gevent as grpc_gevent
+
+    import tritonkit.benchmarks.locustfile  # noqa: F401
 
     grpc_gevent.init_gevent()
     options = BenchOptions(
-        url=args.url, http_url=args.http_url, model=args.model, onnx=args.onnx, out=args.out, quick=args.quick,
-        seconds=args.seconds, budget_ms=args.budget_ms, rates=args.rates, max_rate=args.max_rate,
-        micro_batch_rows=args.micro_batch_rows, micro_batch_users=args.micro_batch_users, processes=args.processes,
-        concurrency=args.concurrency, stability_percent=args.stability_percent,
-        offline_rows=args.offline_rows, price_realtime_per_hour=args.price_realtime_per_hour,
-        price_batch_per_hour=args.price_batch_per_hour, realtime_utilisation=args.realtime_utilisation,
+        url=args.url,
+        http_url=args.http_url,
+        model=args.model,
+        onnx=args.onnx,
+        out=args.out,
+        quick=args.quick,
+        seconds=args.seconds,
+        budget_ms=args.budget_ms,
+        rates=args.rates,
+        max_rate=args.max_rate,
+        micro_batch_rows=args.micro_batch_rows,
+        micro_batch_users=args.micro_batch_users,
+        processes=args.processes,
+        concurrency=args.concurrency,
+        stability_percent=args.stability_percent,
+        offline_rows=args.offline_rows,
+        price_realtime_per_hour=args.price_realtime_per_hour,
+        price_batch_per_hour=args.price_batch_per_hour,
+        realtime_utilisation=args.realtime_utilisation,
         scenarios=tuple(s.strip() for s in args.scenarios.split(",") if s.strip()),
     )
     start = time.perf_counter()
     command = args.command or "python -m tritonkit.benchmarks.bench " + shlex.join(argv)
-    summary = run(options, command=command,
-                  log=lambda m: print(f"[{time.perf_counter() - start:5.0f} s] {m}", flush=True))
+    summary = run(
+        options, command=command, log=lambda m: print(f"[{time.perf_counter() - start:5.0f} s] {m}", flush=True)
+    )
     print()
     print(markdown_table(HEADLINE_COLUMNS, headline_rows(summary)))
     print(f"\nwrote {options.out}/report.md, summary.json, locust/*.csv, *.png in {time.perf_counter() - start:.0f} s")

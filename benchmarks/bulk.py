@@ -42,8 +42,13 @@ def export_forest(repository: Path) -> None:
     data = synthetic_customers(20_000, seed=0)
     pipeline = make_pipeline(StandardScaler(), RandomForestClassifier(n_estimators=100, max_depth=10, random_state=0))
     pipeline.fit(data[FEATURES].to_numpy(np.float32), data["churned"])
-    onnx = to_onnx(pipeline, data[FEATURES].to_numpy(np.float32)[:1], options={"zipmap": False},
-                   final_types=None, target_opset={"": 17, "ai.onnx.ml": 3})
+    onnx = to_onnx(
+        pipeline,
+        data[FEATURES].to_numpy(np.float32)[:1],
+        options={"zipmap": False},
+        final_types=None,
+        target_opset={"": 17, "ai.onnx.ml": 3},
+    )
     for value in list(onnx.graph.input) + list(onnx.graph.output):
         value.type.tensor_type.shape.dim[0].dim_param = "batch"
     onnx.graph.input[0].name = "features"
@@ -52,7 +57,9 @@ def export_forest(repository: Path) -> None:
     (repository / "forest" / "1").mkdir(parents=True)
     (repository / "forest" / "1" / "model.onnx").write_bytes(onnx.SerializeToString())
     ModelConfig(
-        name="forest", backend="onnxruntime", max_batch_size=65_536,
+        name="forest",
+        backend="onnxruntime",
+        max_batch_size=65_536,
         inputs=[TensorSpec("features", "FP32", [5])],
         outputs=[TensorSpec("label", "INT64", [1], reshape=[]), TensorSpec("probabilities", "FP32", [2])],
         dynamic_batching=DynamicBatching(max_queue_delay_us=200),
@@ -63,9 +70,45 @@ def export_forest(repository: Path) -> None:
 
 def sentences(rows: int, seed: int = 0) -> list[str]:
     """Sentences of 4 to 40 words from a fixed vocabulary (deterministic)."""
-    vocabulary = ("customer account plan monthly charge support call login product churn stay leave price "
-                  "contract renewal discount service outage billing question answer team network speed "
-                  "upgrade downgrade cancel offer loyal year month day week happy unhappy slow fast").split()
+    vocabulary = [
+        "customer",
+        "account",
+        "plan",
+        "monthly",
+        "charge",
+        "support",
+        "call",
+        "login",
+        "product",
+        "churn",
+        "stay",
+        "leave",
+        "price",
+        "contract",
+        "renewal",
+        "discount",
+        "service",
+        "outage",
+        "billing",
+        "question",
+        "answer",
+        "team",
+        "network",
+        "speed",
+        "upgrade",
+        "downgrade",
+        "cancel",
+        "offer",
+        "loyal",
+        "year",
+        "month",
+        "day",
+        "week",
+        "happy",
+        "unhappy",
+        "slow",
+        "fast",
+    ]
     rng = np.random.default_rng(seed)
     return [" ".join(rng.choice(vocabulary, size=int(n))) for n in rng.integers(4, 41, rows)]
 
@@ -83,7 +126,7 @@ def minilm_reference_rows_per_s(repository: Path, texts: list[str], batch: int, 
     for _ in range(repeat):
         start = time.perf_counter()
         for first in range(0, len(texts), batch):
-            session.run(None, tokenize(tokenizer, texts[first:first + batch]))
+            session.run(None, tokenize(tokenizer, texts[first : first + batch]))
         best = max(best, len(texts) / (time.perf_counter() - start))
     return best
 
@@ -95,7 +138,7 @@ def reference_rows_per_s(model_path: Path, feeds: dict[str, np.ndarray], rows: i
     for _ in range(repeat):
         start = time.perf_counter()
         for first in range(0, rows, 65_536):
-            session.run(None, {k: v[first:first + 65_536] for k, v in feeds.items()})
+            session.run(None, {k: v[first : first + 65_536] for k, v in feeds.items()})
         best = max(best, rows / (time.perf_counter() - start))
     return best
 
@@ -137,23 +180,39 @@ def main() -> None:
                     reference = minilm_reference_rows_per_s(repository, texts, DEFAULT_MAX_BATCH_SIZE, args.repeat)
                     source, rows, id_column = tmp / "texts.parquet", len(texts), "doc_id"
                 else:
-                    reference = reference_rows_per_s(repository / model / "1" / "model.onnx", feeds[model],
-                                                     args.rows, args.repeat)
+                    reference = reference_rows_per_s(
+                        repository / model / "1" / "model.onnx", feeds[model], args.rows, args.repeat
+                    )
                     source, rows, id_column = data, args.rows, "customer_id"
                 best = None
                 for i in range(args.repeat):
-                    report = score(ScoreOptions(model=model, input=source, output=tmp / f"{model}-{i}.parquet",
-                                                url=server.grpc_url, maps=maps.get(model, []), id_column=id_column,
-                                                concurrency=args.concurrency))
+                    report = score(
+                        ScoreOptions(
+                            model=model,
+                            input=source,
+                            output=tmp / f"{model}-{i}.parquet",
+                            url=server.grpc_url,
+                            maps=maps.get(model, []),
+                            id_column=id_column,
+                            concurrency=args.concurrency,
+                        )
+                    )
                     assert report.rows_scored == rows, report
                     best = report if best is None or report.rows_per_s > best.rows_per_s else best
-                results[model] = {"rows": rows, "onnxruntime_rows_per_s": round(reference), "score_rows_per_s": best.rows_per_s,
-                                  "ratio": round(best.rows_per_s / reference, 3), "latency_ms": best.latency_ms}
+                results[model] = {
+                    "rows": rows,
+                    "onnxruntime_rows_per_s": round(reference),
+                    "score_rows_per_s": best.rows_per_s,
+                    "ratio": round(best.rows_per_s / reference, 3),
+                    "latency_ms": best.latency_ms,
+                }
     print(f"best of {args.repeat}; score = read + validate + send + write, end to end")
     print(f"{'model':<8}{'rows':>9}{'onnxruntime rows/s':>20}{'score rows/s':>15}{'ratio':>8}")
     for model, r in results.items():
-        print(f"{model:<8}{r['rows']:>9,}{r['onnxruntime_rows_per_s']:>20,}{r['score_rows_per_s']:>15,.0f}"
-              f"{r['ratio']:>8.3f}")
+        print(
+            f"{model:<8}{r['rows']:>9,}{r['onnxruntime_rows_per_s']:>20,}{r['score_rows_per_s']:>15,.0f}"
+            f"{r['ratio']:>8.3f}"
+        )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -37,33 +37,77 @@ def _number(value: str) -> float:
         return math.nan
 
 
-def run(name: str, host: str, protocol: str, model: str, users: int, batch_rows: int, seconds: float,
-        processes: int, csv_dir: Path) -> dict:
+def run(
+    name: str,
+    host: str,
+    protocol: str,
+    model: str,
+    users: int,
+    batch_rows: int,
+    seconds: float,
+    processes: int,
+    csv_dir: Path,
+) -> dict:
     """`users` closed-loop users spread over `processes` Locust worker processes for `seconds`."""
     csv_dir.mkdir(parents=True, exist_ok=True)
     prefix = csv_dir / name
-    env = {**os.environ, "TRITONKIT_MODEL": model, "TRITONKIT_PROTOCOL": protocol,
-           "TRITONKIT_BATCH_ROWS": str(batch_rows)}
+    env = {
+        **os.environ,
+        "TRITONKIT_MODEL": model,
+        "TRITONKIT_PROTOCOL": protocol,
+        "TRITONKIT_BATCH_ROWS": str(batch_rows),
+    }
     run_s = max(3, math.ceil(seconds) + 1)  # one more second: the statistics restart once all users run
-    command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--host", host, "--headless",
-               "--processes", str(processes), "-u", str(users), "-r", str(users), "-t", f"{run_s}s",
-               "--reset-stats", "--csv", str(prefix), "--only-summary", "--loglevel", "WARNING"]
+    command = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(LOCUSTFILE),
+        "--host",
+        host,
+        "--headless",
+        "--processes",
+        str(processes),
+        "-u",
+        str(users),
+        "-r",
+        str(users),
+        "-t",
+        f"{run_s}s",
+        "--reset-stats",
+        "--csv",
+        str(prefix),
+        "--only-summary",
+        "--loglevel",
+        "WARNING",
+    ]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=run_s + 90)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
-        raise RuntimeError(f"locust --processes {processes} for {name} exited {done.returncode}:\n"
-                           f"{done.stderr[-3000:]}")
+        raise RuntimeError(
+            f"locust --processes {processes} for {name} exited {done.returncode}:\n{done.stderr[-3000:]}"
+        )
     row = aggregated_row(Path(f"{prefix}_stats.csv"))
     requests_per_s = _number(row["Requests/s"])
     cpu_percent = 100 * ((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)) / max(wall, 1e-9)
     return {
-        "scenario": name, "model": model, "protocol": protocol, "users": users, "batch_rows": batch_rows,
-        "loop": "closed", "processes": processes, "source": "locust --processes (Aggregated row of its CSV)",
-        "requests": int(row["Request Count"]), "failures": int(row["Failure Count"]), "wall_s": round(wall, 3),
-        "requests_per_s": requests_per_s, "predictions_per_s": requests_per_s * batch_rows,
+        "scenario": name,
+        "model": model,
+        "protocol": protocol,
+        "users": users,
+        "batch_rows": batch_rows,
+        "loop": "closed",
+        "processes": processes,
+        "source": "locust --processes (Aggregated row of its CSV)",
+        "requests": int(row["Request Count"]),
+        "failures": int(row["Failure Count"]),
+        "wall_s": round(wall, 3),
+        "requests_per_s": requests_per_s,
+        "predictions_per_s": requests_per_s * batch_rows,
         **{f"p{q}_ms": _number(row[f"{q}%"]) for q in (50, 90, 99)},
         "mean_ms": _number(row["Average Response Time"]),
         # all processes together, start-up included; `processes` cores are available to it

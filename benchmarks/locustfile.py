@@ -33,19 +33,18 @@ import os
 import time
 from pathlib import Path
 
-from locust import User, constant, events, task  # importing locust monkey-patches the process with gevent
-
-import gevent  # noqa: E402
+import gevent
 import grpc.experimental.gevent as _grpc_gevent
+from locust import User, constant, events, task  # importing locust monkey-patches the process with gevent
 
 _grpc_gevent.init_gevent()  # after gevent's monkey patching, before any gRPC channel exists
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from tritonkit.benchmarks.workloads import random_texts  # noqa: E402
-from tritonkit.clients.metadata import ModelMeta  # noqa: E402
-from tritonkit.clients.realtime import PROTOCOLS, TritonClient  # noqa: E402
-from tritonkit.errors import UsageError  # noqa: E402
+from tritonkit.benchmarks.workloads import random_texts
+from tritonkit.clients.metadata import ModelMeta
+from tritonkit.clients.realtime import PROTOCOLS, TritonClient
+from tritonkit.errors import UsageError
 
 VARIABLE_DIM = 8  # size given to a -1 dimension (other than the batch one) in random inputs
 _open_clients: dict[int, TritonClient] = {}  # id -> client: every TritonUser client not closed yet
@@ -102,17 +101,21 @@ def _column_array(tensor, column, inner: tuple[int, ...]) -> np.ndarray:
     return array.reshape((len(values), *[d if d > 0 else -1 for d in inner]) if inner else (len(values),))
 
 
-def build_payloads(meta: ModelMeta, batch_rows: int = 1, data: str | os.PathLike | None = None, count: int = 64,
-                   seed: int = 0) -> list[dict[str, np.ndarray]]:
+def build_payloads(
+    meta: ModelMeta, batch_rows: int = 1, data: str | os.PathLike | None = None, count: int = 64, seed: int = 0
+) -> list[dict[str, np.ndarray]]:
     """`count` ready requests of `batch_rows` rows each: random values, or rows sampled from `data`."""
     if batch_rows < 1:
         raise UsageError(f"TRITONKIT_BATCH_ROWS is {batch_rows}; expected >= 1")
     if not meta.batching and batch_rows != 1:
-        raise UsageError(f"model `{meta.name}` has max_batch_size 0 (no batch dimension): TRITONKIT_BATCH_ROWS "
-                         f"must be 1, got {batch_rows}")
+        raise UsageError(
+            f"model `{meta.name}` has max_batch_size 0 (no batch dimension): TRITONKIT_BATCH_ROWS "
+            f"must be 1, got {batch_rows}"
+        )
     if meta.batching and batch_rows > meta.max_batch_size:
-        raise UsageError(f"TRITONKIT_BATCH_ROWS {batch_rows} exceeds model `{meta.name}`'s max_batch_size "
-                         f"{meta.max_batch_size}")
+        raise UsageError(
+            f"TRITONKIT_BATCH_ROWS {batch_rows} exceeds model `{meta.name}`'s max_batch_size {meta.max_batch_size}"
+        )
     rng = np.random.default_rng(seed)
     frame = None
     if data:
@@ -124,8 +127,10 @@ def build_payloads(meta: ModelMeta, batch_rows: int = 1, data: str | os.PathLike
         frame = pd.read_parquet(path) if path.suffix in (".parquet", ".pq") else pd.read_csv(path)
         missing = [t.name for t in meta.inputs if t.name not in frame.columns]
         if missing:
-            raise UsageError(f"TRITONKIT_DATA {path} lacks column(s) {', '.join(missing)} for model `{meta.name}` "
-                             f"(it takes: {meta.signature()}); its columns: {', '.join(map(str, frame.columns))}")
+            raise UsageError(
+                f"TRITONKIT_DATA {path} lacks column(s) {', '.join(missing)} for model `{meta.name}` "
+                f"(it takes: {meta.signature()}); its columns: {', '.join(map(str, frame.columns))}"
+            )
     payloads = []
     for _ in range(count):
         rows = rng.integers(0, len(frame), batch_rows) if frame is not None else None
@@ -144,8 +149,9 @@ def build_payloads(meta: ModelMeta, batch_rows: int = 1, data: str | os.PathLike
     return payloads
 
 
-def infer_and_report(environment, client: TritonClient, model: str, arrays: dict, version: str = "",
-                     started: float | None = None) -> None:
+def infer_and_report(
+    environment, client: TritonClient, model: str, arrays: dict, version: str = "", started: float | None = None
+) -> None:
     """One inference, reported through Locust's request event; `started` (perf_counter) backdates the clock
     to a scheduled arrival time, as an open-loop generator needs."""
     start = time.perf_counter() if started is None else started
@@ -153,18 +159,22 @@ def infer_and_report(environment, client: TritonClient, model: str, arrays: dict
     try:
         values, _, _ = client.infer_arrays(model, arrays, version)
         length = int(sum(v.nbytes for v in values.values() if v.dtype != object))
-    except Exception as error:  # noqa: BLE001: every failure is a Locust failure, not a crash
+    except Exception as error:  # noqa: BLE001 - every failure is a Locust failure, not a crash
         exception = error
     environment.events.request.fire(
-        request_type=client.protocol, name=model, response_time=(time.perf_counter() - start) * 1000,
-        response_length=length, exception=exception, context={"rows": len(next(iter(arrays.values())))},
+        request_type=client.protocol,
+        name=model,
+        response_time=(time.perf_counter() - start) * 1000,
+        response_length=length,
+        exception=exception,
+        context={"rows": len(next(iter(arrays.values())))},
     )
 
 
 def _strip_scheme(host: str) -> str:
     for scheme in ("grpc://", "http://", "https://"):
         if host.startswith(scheme):
-            return host[len(scheme):].rstrip("/")
+            return host[len(scheme) :].rstrip("/")
     return host.rstrip("/")
 
 
@@ -219,7 +229,7 @@ class TritonUser(User):
         try:  # Triton can restrict this API (tritonkit serve does by default)
             index = raw.get_model_repository_index(as_json=True) if self.protocol == "grpc" else None
             models = index.get("models", []) if index is not None else raw.get_model_repository_index()
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             raise UsageError(f"set TRITONKIT_MODEL: the server did not list its models ({e})") from e
         ready = sorted({m["name"] for m in models if m.get("state", "READY") == "READY"})
         if len(ready) != 1:
@@ -258,7 +268,15 @@ class HttpTritonUser(TritonUser):
 def user_class(protocol: str, model: str, batch_rows: int = 1, data: str | None = None, version: str = "") -> type:
     """A concrete TritonUser for library use (bench.py), independent of the environment variables."""
     base = GrpcTritonUser if protocol == "grpc" else HttpTritonUser
-    return type(f"{base.__name__}_{model}_{batch_rows}", (base,), {
-        "abstract": False, "model": model, "batch_rows": batch_rows, "data": data, "version": version,
-        "__module__": __name__,
-    })
+    return type(
+        f"{base.__name__}_{model}_{batch_rows}",
+        (base,),
+        {
+            "abstract": False,
+            "model": model,
+            "batch_rows": batch_rows,
+            "data": data,
+            "version": version,
+            "__module__": __name__,
+        },
+    )

@@ -25,8 +25,11 @@ from tritonkit.server import EmbeddedServer
 
 def _percentiles(samples_ms: list[float]) -> dict[str, float]:
     values = np.asarray(samples_ms)
-    return {"p50_ms": float(np.percentile(values, 50)), "p99_ms": float(np.percentile(values, 99)),
-            "mean_ms": float(values.mean())}
+    return {
+        "p50_ms": float(np.percentile(values, 50)),
+        "p99_ms": float(np.percentile(values, 99)),
+        "mean_ms": float(values.mean()),
+    }
 
 
 def _latency(call, rows: list[dict], requests: int) -> dict[str, float]:
@@ -65,9 +68,10 @@ def run(requests: int, batch_size: int, seconds: float) -> dict:
         with EmbeddedServer(Path(tmp), http_port=0, grpc_port=0, metrics_port=0) as server:
             for protocol, url in (("grpc", server.grpc_url), ("http", server.http_url)):
                 client = TritonClient(url, protocol=protocol)
-                call = lambda arrays: client.infer_arrays("churn", arrays)  # noqa: E731
+                call = lambda arrays, client=client: client.infer_arrays("churn", arrays)  # noqa: E731
                 results[f"triton {protocol}"] = {
-                    **_latency(call, singles, requests), "batch_rows_per_s": _throughput(call, batch, seconds),
+                    **_latency(call, singles, requests),
+                    "batch_rows_per_s": _throughput(call, batch, seconds),
                 }
                 client.close()
     return {"model": "churn", "requests": requests, "batch_size": batch_size, "results": results}

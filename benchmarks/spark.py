@@ -35,8 +35,10 @@ def server_seconds(url: str, model: str) -> dict[str, float]:
     total = {"compute_s": 0.0, "queue_s": 0.0, "executions": 0}
     for entry in stats:
         inference = entry.get("inference_stats", {})
-        total["compute_s"] += sum(int(inference.get(k, {}).get("ns", 0)) for k in
-                                  ("compute_input", "compute_infer", "compute_output")) / 1e9
+        total["compute_s"] += (
+            sum(int(inference.get(k, {}).get("ns", 0)) for k in ("compute_input", "compute_infer", "compute_output"))
+            / 1e9
+        )
         total["queue_s"] += int(inference.get("queue", {}).get("ns", 0)) / 1e9
         total["executions"] += int(entry.get("execution_count", 0))
     return total
@@ -77,35 +79,49 @@ def main() -> None:
         data.mkdir()
         per_file = -(-args.rows // args.files)
         for i in range(args.files):
-            frame.iloc[i * per_file:(i + 1) * per_file].to_parquet(data / f"part-{i:03d}.parquet")
+            frame.iloc[i * per_file : (i + 1) * per_file].to_parquet(data / f"part-{i:03d}.parquet")
         columns = {f: frame[[f]].to_numpy(np.float32) for f in FEATURES}
         feeds = columns if args.model == "churn" else {"features": np.hstack([columns[f] for f in FEATURES])}
         maps = [] if args.model == "churn" else [",".join(FEATURES) + "=features"]
         reference = reference_rows_per_s(repository / args.model / "1" / "model.onnx", feeds, args.rows, args.repeat)
 
         with EmbeddedServer(repository, http_port=0, grpc_port=0, metrics_port=0) as server:
+
             def options(name: str, spark: bool) -> ScoreOptions:
-                return ScoreOptions(model=args.model, input=str(data) if spark else data,
-                                    output=str(tmp / name) if spark else tmp / name, url=server.grpc_url, maps=maps,
-                                    id_column="customer_id", concurrency=args.concurrency)
+                return ScoreOptions(
+                    model=args.model,
+                    input=str(data) if spark else data,
+                    output=str(tmp / name) if spark else tmp / name,
+                    url=server.grpc_url,
+                    maps=maps,
+                    id_column="customer_id",
+                    concurrency=args.concurrency,
+                )
 
             local = []
             for i in range(args.repeat):
-                report, busy = measured(server.grpc_url, args.model,
-                                        lambda i=i: score(options(f"score-{i}.parquet", False)))
+                report, busy = measured(
+                    server.grpc_url, args.model, lambda i=i: score(options(f"score-{i}.parquet", False))
+                )
                 assert report.rows_scored == args.rows, report
                 local.append((report, busy))
             best_local = max(local, key=lambda r: r[0].rows_per_s)
 
             start = time.perf_counter()
-            spark = session(args.master, {"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false"},
-                            app_name="tritonkit spark benchmark")
+            spark = session(
+                args.master,
+                {"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false"},
+                app_name="tritonkit spark benchmark",
+            )
             spark.sparkContext.setLogLevel("ERROR")
             startup_s = time.perf_counter() - start
             runs = []
             for i in range(args.repeat):
-                report, busy = measured(server.grpc_url, args.model, lambda i=i: run_score(
-                    options(f"spark-{i}", True), spark=spark, partitions=args.partitions))
+                report, busy = measured(
+                    server.grpc_url,
+                    args.model,
+                    lambda i=i: run_score(options(f"spark-{i}", True), spark=spark, partitions=args.partitions),
+                )
                 assert report.rows_scored == args.rows, report
                 runs.append((report, busy))
             best_spark = max(runs, key=lambda r: r[0].rows_per_s)
@@ -116,29 +132,54 @@ def main() -> None:
     inside = {k: round(stats[k], 3) for k in ("convert_s", "wait_s", "assemble_s")}
     inside["spark_io_s"] = round(stats["task_s"] - sum(inside.values()), 3)
     result = {
-        "rows": args.rows, "model": args.model, "master": args.master, "slots": slots,
-        "spark_startup_s": round(startup_s, 2), "onnxruntime_rows_per_s": round(reference),
-        "score_rows_per_s": best_local[0].rows_per_s, "spark_rows_per_s": best_spark[0].rows_per_s,
-        "score_wall_s": best_local[0].wall_s, "spark_wall_s": best_spark[0].wall_s,
-        "score_server": best_local[1], "spark_server": best_spark[1], "spark_tasks": stats["tasks"],
-        "spark_batches": stats["batches"], "spark_requests": stats["requests"], "spark_workers": stats["workers"],
-        "spark_clients": stats["clients"], "spark_task_s": round(stats["task_s"], 3), "spark_inside_tasks_s": inside,
+        "rows": args.rows,
+        "model": args.model,
+        "master": args.master,
+        "slots": slots,
+        "spark_startup_s": round(startup_s, 2),
+        "onnxruntime_rows_per_s": round(reference),
+        "score_rows_per_s": best_local[0].rows_per_s,
+        "spark_rows_per_s": best_spark[0].rows_per_s,
+        "score_wall_s": best_local[0].wall_s,
+        "spark_wall_s": best_spark[0].wall_s,
+        "score_server": best_local[1],
+        "spark_server": best_spark[1],
+        "spark_tasks": stats["tasks"],
+        "spark_batches": stats["batches"],
+        "spark_requests": stats["requests"],
+        "spark_workers": stats["workers"],
+        "spark_clients": stats["clients"],
+        "spark_task_s": round(stats["task_s"], 3),
+        "spark_inside_tasks_s": inside,
     }
-    print(f"{args.rows:,} rows of {args.model}, best of {args.repeat}; Spark {args.master} ({slots} slots, "
-          f"{stats['tasks']} tasks; session start {startup_s:.1f} s, not counted)")
+    print(
+        f"{args.rows:,} rows of {args.model}, best of {args.repeat}; Spark {args.master} ({slots} slots, "
+        f"{stats['tasks']} tasks; session start {startup_s:.1f} s, not counted)"
+    )
     print(f"{'path':<26}{'rows/s':>12}{'x onnxruntime':>15}{'x score':>9}")
-    for name, rate in (("onnxruntime in-process", reference), ("tritonkit score", best_local[0].rows_per_s),
-                       ("spark job", best_spark[0].rows_per_s)):
+    for name, rate in (
+        ("onnxruntime in-process", reference),
+        ("tritonkit score", best_local[0].rows_per_s),
+        ("spark job", best_spark[0].rows_per_s),
+    ):
         print(f"{name:<26}{rate:>12,.0f}{rate / reference:>15.3f}{rate / best_local[0].rows_per_s:>9.2f}")
     print("\nwhere the time goes (seconds)")
-    print(f"  score: wall {best_local[0].wall_s:.2f}; Triton compute {best_local[1]['compute_s']:.2f}, queue "
-          f"{best_local[1]['queue_s']:.2f}, {best_local[1]['executions']} executions")
-    print(f"  spark: wall {best_spark[0].wall_s:.2f}; Triton compute {best_spark[1]['compute_s']:.2f}, queue "
-          f"{best_spark[1]['queue_s']:.2f}, {best_spark[1]['executions']} executions")
-    print(f"  spark tasks, summed over {stats['tasks']} tasks ({stats['task_s']:.2f} s in the UDF): "
-          + ", ".join(f"{k} {v:.2f}" for k, v in inside.items()))
-    print(f"  {stats['batches']} Arrow batches, {stats['requests']} requests, {stats['clients']} clients in "
-          f"{stats['workers']} worker processes")
+    print(
+        f"  score: wall {best_local[0].wall_s:.2f}; Triton compute {best_local[1]['compute_s']:.2f}, queue "
+        f"{best_local[1]['queue_s']:.2f}, {best_local[1]['executions']} executions"
+    )
+    print(
+        f"  spark: wall {best_spark[0].wall_s:.2f}; Triton compute {best_spark[1]['compute_s']:.2f}, queue "
+        f"{best_spark[1]['queue_s']:.2f}, {best_spark[1]['executions']} executions"
+    )
+    print(
+        f"  spark tasks, summed over {stats['tasks']} tasks ({stats['task_s']:.2f} s in the UDF): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in inside.items())
+    )
+    print(
+        f"  {stats['batches']} Arrow batches, {stats['requests']} requests, {stats['clients']} clients in "
+        f"{stats['workers']} worker processes"
+    )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
 

@@ -19,7 +19,22 @@ import numpy as np
 from tritonkit.model_config import ModelConfig
 
 NOBATCH_SUFFIX = "_nobatch"
-TEXT_WORDS = "the quick brown fox jumps over a lazy dog while customers churn or stay".split()
+TEXT_WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "a",
+    "lazy",
+    "dog",
+    "while",
+    "customers",
+    "churn",
+    "or",
+    "stay",
+]
 WORDS_PER_TEXT = 6
 
 
@@ -33,8 +48,11 @@ def random_texts(shape: int | tuple[int, ...], rng: np.random.Generator) -> np.n
 def _export(kind: str, repository: Path, name: str) -> None:
     # The export runs torch.export, whose inductor imports redis (and ssl) when installed: in the bench
     # process that would follow Locust's gevent patching and hang gRPC users. A child process does it.
-    subprocess.run([sys.executable, "-m", "tritonkit.cli", "export", kind, "--repository", str(repository),
-                    "--name", name], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "tritonkit.cli", "export", kind, "--repository", str(repository), "--name", name],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def nobatch_twin(source: Path, target: Path, config: ModelConfig) -> None:
@@ -97,12 +115,13 @@ class Churn:
         session = ort.InferenceSession(str(onnx))
         frame = synthetic_customers(max(offline_rows, 1000), seed=3)
         columns = {f: frame[[f]].to_numpy(np.float32) for f in FEATURES}
-        singles = [{f: c[i:i + 1] for f, c in columns.items()} for i in range(1000)]
+        singles = [{f: c[i : i + 1] for f, c in columns.items()} for i in range(1000)]
         batch = {f: c[:micro_batch_rows] for f, c in columns.items()}
         return {
             "single_row": _latency(lambda r: session.run(None, r), singles, max(200, int(seconds * 500))),
-            "micro_batch_rows_per_s": _rows_per_s(lambda b: session.run(None, b), [batch], micro_batch_rows,
-                                                  min(seconds, 3.0)),
+            "micro_batch_rows_per_s": _rows_per_s(
+                lambda b: session.run(None, b), [batch], micro_batch_rows, min(seconds, 3.0)
+            ),
             "bulk_rows_per_s": reference_rows_per_s(onnx, columns, offline_rows, 1),
         }
 
@@ -124,8 +143,11 @@ class Minilm:
         _export("minilm", repository, name)
         twin = f"{name}{NOBATCH_SUFFIX}"
         for part in ("tokenizer", "encoder"):
-            nobatch_twin(repository / f"{name}_{part}", repository / f"{twin}_{part}",
-                  ModelConfig.read(repository / f"{name}_{part}"))
+            nobatch_twin(
+                repository / f"{name}_{part}",
+                repository / f"{twin}_{part}",
+                ModelConfig.read(repository / f"{name}_{part}"),
+            )
         encoder = ModelConfig.read(repository / f"{name}_encoder")
         (repository / twin / "1").mkdir(parents=True)
         pbtxt.write_text(repository / twin, ensemble_pbtxt(twin, encoder.outputs[0].dims[0], encoder.max_batch_size))
@@ -144,8 +166,13 @@ class Minilm:
         """In-process tokenizer (the exported tokenizer.json's settings) + onnxruntime encoder on the same texts."""
         import onnxruntime as ort
 
-        from tritonkit.export.hf import (DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_LENGTH, build_tokenizer, minilm_dir,
-                                         tokenize)
+        from tritonkit.export.hf import (
+            DEFAULT_MAX_BATCH_SIZE,
+            DEFAULT_MAX_LENGTH,
+            build_tokenizer,
+            minilm_dir,
+            tokenize,
+        )
 
         tokenizer = build_tokenizer(minilm_dir(), DEFAULT_MAX_LENGTH, None)
         session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
@@ -155,11 +182,12 @@ class Minilm:
             return session.run(None, tokenize(tokenizer, batch))
 
         chunk = DEFAULT_MAX_BATCH_SIZE  # what `tritonkit score` sends per request: the model's max_batch_size
-        bulk = [texts[i:i + chunk] for i in range(0, offline_rows, chunk)]
+        bulk = [texts[i : i + chunk] for i in range(0, offline_rows, chunk)]
         return {
             "single_row": _latency(embed, [[t] for t in texts[:200]], max(50, int(seconds * 50))),
-            "micro_batch_rows_per_s": _rows_per_s(embed, [texts[:micro_batch_rows]], micro_batch_rows,
-                                                  min(seconds, 3.0)),
+            "micro_batch_rows_per_s": _rows_per_s(
+                embed, [texts[:micro_batch_rows]], micro_batch_rows, min(seconds, 3.0)
+            ),
             "bulk_rows_per_s": _bulk(embed, bulk),
         }
 

@@ -25,12 +25,18 @@ logger = logging.getLogger(__name__)
 TRANSIENT = ("UNAVAILABLE", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED", "503", "429", "504", "502")
 # Channel args replace tritonclient's defaults: repeat its message limits. After a server restart, gRPC
 # waits out its own reconnect backoff (up to 120 s by default) before it tries again: cap that at 2 s.
-GRPC_LIMITS = [("grpc.max_send_message_length", 2**31 - 1), ("grpc.max_receive_message_length", 2**31 - 1),
-               ("grpc.initial_reconnect_backoff_ms", 200), ("grpc.min_reconnect_backoff_ms", 200),
-               ("grpc.max_reconnect_backoff_ms", 2000)]
+GRPC_LIMITS = [
+    ("grpc.max_send_message_length", 2**31 - 1),
+    ("grpc.max_receive_message_length", 2**31 - 1),
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+]
 # What Triton says when a model's queue policy turns a request away, and what that means for people.
-OVERLOAD_REASONS = {"Exceeds maximum queue size": "its queue is full (max_queue_size)",
-                    "Request timeout expired": "the request waited longer than its queue allows"}
+OVERLOAD_REASONS = {
+    "Exceeds maximum queue size": "its queue is full (max_queue_size)",
+    "Request timeout expired": "the request waited longer than its queue allows",
+}
 
 
 def overload_reason(message: str) -> str | None:
@@ -44,8 +50,12 @@ def is_transient(error: Exception) -> bool:
     if isinstance(error, InferenceServerException):
         status = str(error.status() or "")
         message = error.message() or ""
-        return any(t in status for t in TRANSIENT) or "failed to connect" in message.lower() or \
-            "Socket closed" in message or "Connection reset" in message
+        return (
+            any(t in status for t in TRANSIENT)
+            or "failed to connect" in message.lower()
+            or "Socket closed" in message
+            or "Connection reset" in message
+        )
     return type(error).__name__ in {"ClientConnectorError", "ServerDisconnectedError", "ClientOSError"}
 
 
@@ -66,13 +76,17 @@ class RetryPolicy:
     max_total_s: float | None = 120.0
 
     def __post_init__(self):
-        if self.attempts < 1 or self.base_s < 0 or self.max_s < 0 or (
-                self.max_total_s is not None and self.max_total_s <= 0):
+        if (
+            self.attempts < 1
+            or self.base_s < 0
+            or self.max_s < 0
+            or (self.max_total_s is not None and self.max_total_s <= 0)
+        ):
             raise UsageError(f"retry policy {self}: expected attempts >= 1, delays >= 0 and max_total_s > 0")
 
     def delay(self, attempt: int) -> float:
         """Backoff after try `attempt` (0-based): exponential with full jitter."""
-        return random.uniform(0, min(self.max_s, self.base_s * 2 ** attempt))
+        return random.uniform(0, min(self.max_s, self.base_s * 2**attempt))
 
     def gives_up(self, attempt: int, elapsed_s: float, delay_s: float) -> bool:
         """Whether to stop after try `attempt` (0-based) rather than sleep `delay_s` and try again."""
@@ -103,11 +117,16 @@ class AsyncInferer:
             import tritonclient.grpc.aio as module
 
             self._client = module.InferenceServerClient(
-                self.url, ssl=self.ssl, root_certificates=self.root_certificates, channel_args=GRPC_LIMITS,
-                private_key=self.private_key, certificate_chain=self.certificate_chain,
+                self.url,
+                ssl=self.ssl,
+                root_certificates=self.root_certificates,
+                channel_args=GRPC_LIMITS,
+                private_key=self.private_key,
+                certificate_chain=self.certificate_chain,
             )
         elif self.protocol == "http":
             import ssl as tls
+
             import tritonclient.http.aio as module
 
             context = None
@@ -115,8 +134,9 @@ class AsyncInferer:
                 context = tls.create_default_context(cafile=self.root_certificates)
                 if self.certificate_chain:
                     context.load_cert_chain(self.certificate_chain, self.private_key)
-            self._client = module.InferenceServerClient(self.url, ssl=self.ssl, ssl_context=context,
-                                                        conn_timeout=self.timeout_s)
+            self._client = module.InferenceServerClient(
+                self.url, ssl=self.ssl, ssl_context=context, conn_timeout=self.timeout_s
+            )
         else:
             raise UsageError(f"--protocol is {self.protocol!r}; expected grpc or http")
         self._module = module
@@ -135,8 +155,9 @@ class AsyncInferer:
         # the aiohttp session's timeout (conn_timeout) bounds an HTTP call instead.
         kwargs = {"client_timeout": timeout_s} if self.protocol == "grpc" else {}
         start = time.perf_counter()
-        result = await self._client.infer(self.meta.name, inputs, model_version=self.version, outputs=outputs,
-                                          headers=self.headers or None, **kwargs)
+        result = await self._client.infer(
+            self.meta.name, inputs, model_version=self.version, outputs=outputs, headers=self.headers or None, **kwargs
+        )
         self.latencies_ms.append((time.perf_counter() - start) * 1000)
         if self.protocol == "grpc":
             version = result.get_response().model_version
@@ -157,7 +178,7 @@ class AsyncInferer:
                 timeout_s = max(0.001, min(timeout_s, self.retry.max_total_s - elapsed))
             try:
                 return await self._once(arrays, timeout_s)
-            except Exception as e:  # noqa: BLE001 - classified right below
+            except Exception as e:
                 message = e.message() if isinstance(e, InferenceServerException) else str(e)
                 if not is_transient(e):
                     raise ServerError(message, model=self.meta.name) from e
@@ -167,11 +188,15 @@ class AsyncInferer:
                     reason = overload_reason(message or "")
                     tries = f"after {attempt + 1} attempts in {elapsed:.1f} s"
                     if reason:
-                        raise OverloadedError(f"model `{self.meta.name}` is overloaded: {reason}; still refused "
-                                              f"{tries}", model=self.meta.name) from e
-                    raise ServerError(f"model `{self.meta.name}`: server still unavailable {tries}: "
-                                      f"{type(e).__name__}: {message}", model=self.meta.name,
-                                      status="UNAVAILABLE") from e
+                        raise OverloadedError(
+                            f"model `{self.meta.name}` is overloaded: {reason}; still refused {tries}",
+                            model=self.meta.name,
+                        ) from e
+                    raise ServerError(
+                        f"model `{self.meta.name}`: server still unavailable {tries}: {type(e).__name__}: {message}",
+                        model=self.meta.name,
+                        status="UNAVAILABLE",
+                    ) from e
                 attempt += 1
                 self.retries += 1
                 logger.warning("transient error (%s); retry %d in %.2f s", message[:120], attempt, delay)

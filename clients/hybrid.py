@@ -91,13 +91,17 @@ class FeatureTable:
         else:
             frame = pd.read_parquet(self.path)
         if self.id_column not in frame.columns:
-            raise UsageError(f"feature table {self.path} has no id column `{self.id_column}`; "
-                             f"its columns: {', '.join(map(str, frame.columns))}")
+            raise UsageError(
+                f"feature table {self.path} has no id column `{self.id_column}`; "
+                f"its columns: {', '.join(map(str, frame.columns))}"
+            )
         frame[self.id_column] = frame[self.id_column].astype(str)
         duplicated = frame[self.id_column].duplicated()
         if duplicated.any():
-            raise UsageError(f"feature table {self.path} has {int(duplicated.sum())} duplicate id(s) in "
-                             f"`{self.id_column}`, e.g. {frame[self.id_column][duplicated].iloc[0]!r}")
+            raise UsageError(
+                f"feature table {self.path} has {int(duplicated.sum())} duplicate id(s) in "
+                f"`{self.id_column}`, e.g. {frame[self.id_column][duplicated].iloc[0]!r}"
+            )
         logger.info("loaded %d entities from feature table %s", len(frame), self.path)
         return frame.set_index(self.id_column)
 
@@ -129,8 +133,16 @@ class HybridClient:
         feature_source: where features come from when a lookup gives none.
     """
 
-    def __init__(self, store: PredictionStore, triton: TritonClient | None, model: str, max_age_s: float | None = None,
-                 fallback: str = "realtime", write_back: bool = True, feature_source: FeatureTable | None = None):
+    def __init__(
+        self,
+        store: PredictionStore,
+        triton: TritonClient | None,
+        model: str,
+        max_age_s: float | None = None,
+        fallback: str = "realtime",
+        write_back: bool = True,
+        feature_source: FeatureTable | None = None,
+    ):
         if fallback not in FALLBACKS:
             raise UsageError(f"fallback is {fallback!r}; expected one of {', '.join(FALLBACKS)}")
         if fallback == "realtime" and triton is None:
@@ -171,12 +183,14 @@ class HybridClient:
         self._count(lookups=1, **{status: 1})
         return self._live(entity_id, features, status, entry, None, now)
 
-    def _live(self, entity_id: str, features: dict | None, status: str, stale: Entry | None, detail: str | None,
-              now: float) -> LookupResult:
+    def _live(
+        self, entity_id: str, features: dict | None, status: str, stale: Entry | None, detail: str | None, now: float
+    ) -> LookupResult:
         if self.fallback == "none":
             if stale is not None:
-                return LookupResult(entity_id, stale.outputs, stale.source, stale.age_s(now), status,
-                                    stale.model_version, detail)
+                return LookupResult(
+                    entity_id, stale.outputs, stale.source, stale.age_s(now), status, stale.model_version, detail
+                )
             return LookupResult(entity_id, None, None, None, status, None, detail)
         try:
             prediction = self.triton.predict(self.model, self._features(entity_id, features))
@@ -185,8 +199,15 @@ class HybridClient:
             if stale is None:
                 raise
             logger.warning("live call for entity %s failed, returning its stale entry: %s", entity_id, e)
-            return LookupResult(entity_id, stale.outputs, stale.source, stale.age_s(now), status,
-                                stale.model_version, f"live call failed: {e}")
+            return LookupResult(
+                entity_id,
+                stale.outputs,
+                stale.source,
+                stale.age_s(now),
+                status,
+                stale.model_version,
+                f"live call failed: {e}",
+            )
         self._count(fallback=1)
         outputs = row_outputs(prediction.outputs)
         if self.write_back and status != "store_unavailable":
@@ -207,10 +228,14 @@ class HybridClient:
             found = self.feature_source.features(entity_id, inputs)
             if found is not None:
                 return found
-            raise UsageError(f"entity `{entity_id}` has no fresh prediction and is not in feature table "
-                             f"{self.feature_source.path}, so it cannot be scored live")
-        raise UsageError(f"entity `{entity_id}` has no fresh prediction for model `{self.model}`; "
-                         "pass its features (or a feature table) to score it live")
+            raise UsageError(
+                f"entity `{entity_id}` has no fresh prediction and is not in feature table "
+                f"{self.feature_source.path}, so it cannot be scored live"
+            )
+        raise UsageError(
+            f"entity `{entity_id}` has no fresh prediction for model `{self.model}`; "
+            "pass its features (or a feature table) to score it live"
+        )
 
 
 @dataclass(frozen=True)
@@ -242,8 +267,14 @@ class FreshnessReport:
         return {**asdict(self), "ok": self.ok}
 
 
-def check_freshness(store: PredictionStore, model: str, max_age_s: float, total_entities: int | None = None,
-                    min_coverage: float = 0.0, now: float | None = None) -> FreshnessReport:
+def check_freshness(
+    store: PredictionStore,
+    model: str,
+    max_age_s: float,
+    total_entities: int | None = None,
+    min_coverage: float = 0.0,
+    now: float | None = None,
+) -> FreshnessReport:
     """The last batch run, its age and coverage: entities with a fresh prediction over all entities.
 
     All entities are `total_entities` when given, else the last run's entity count. Coverage counts
@@ -268,5 +299,6 @@ def check_freshness(store: PredictionStore, model: str, max_age_s: float, total_
         status = "low_coverage"
     else:
         status = "fresh"
-    return FreshnessReport(model, store.url, status, max_age_s, now, run, age_s, fresh, by_source, total_entities,
-                           coverage, min_coverage)
+    return FreshnessReport(
+        model, store.url, status, max_age_s, now, run, age_s, fresh, by_source, total_entities, coverage, min_coverage
+    )

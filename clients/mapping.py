@@ -53,14 +53,16 @@ def plan(meta: ModelMeta, file_columns: list[str], maps: dict[str, tuple[str, ..
     inputs = {t.name: t for t in meta.inputs}
     unknown = sorted(set(maps) - set(inputs))
     if unknown:
-        raise UsageError(f"--map names input {unknown[0]!r}, which model `{meta.name}` does not have; "
-                         f"its inputs: {meta.signature()}")
+        raise UsageError(
+            f"--map names input {unknown[0]!r}, which model `{meta.name}` does not have; its inputs: {meta.signature()}"
+        )
     result = []
     for tensor in meta.inputs:
         inner = tensor.shape[1:]
         if any(d < 1 for d in inner):
-            raise UsageError(f"input `{tensor.name}` has variable shape {list(tensor.shape)}: bulk scoring "
-                             "needs fixed shapes")
+            raise UsageError(
+                f"input `{tensor.name}` has variable shape {list(tensor.shape)}: bulk scoring needs fixed shapes"
+            )
         width = math.prod(inner) if inner else 1
         columns = maps.get(tensor.name, (tensor.name,))
         missing = [c for c in columns if c not in file_columns]
@@ -71,8 +73,9 @@ def plan(meta: ModelMeta, file_columns: list[str], maps: dict[str, tuple[str, ..
                 f"Use --map COLUMN={tensor.name}"
             )
         if len(columns) > 1 and len(columns) != width:
-            raise UsageError(f"--map gives {len(columns)} columns for input `{tensor.name}`, which takes "
-                             f"{width} values per row")
+            raise UsageError(
+                f"--map gives {len(columns)} columns for input `{tensor.name}`, which takes {width} values per row"
+            )
         result.append(InputColumns(tensor, columns, width))
     return result
 
@@ -149,8 +152,14 @@ def _fast(column: pa.Array, tensor: TensorMeta) -> bool:
         return False
     if kind == "b":
         return pa.types.is_boolean(source) or pa.types.is_null(source)
-    return (pa.types.is_integer(source) or pa.types.is_floating(source) or pa.types.is_boolean(source)
-            or pa.types.is_null(source) or pa.types.is_string(source) or pa.types.is_large_string(source))
+    return (
+        pa.types.is_integer(source)
+        or pa.types.is_floating(source)
+        or pa.types.is_boolean(source)
+        or pa.types.is_null(source)
+        or pa.types.is_string(source)
+        or pa.types.is_large_string(source)
+    )
 
 
 def _scalar(column: pa.Array, name: str, tensor: TensorMeta, rows: _Rows, json_text: bool = False) -> np.ndarray:
@@ -178,11 +187,20 @@ def _scalar(column: pa.Array, name: str, tensor: TensorMeta, rows: _Rows, json_t
     out[~nulls] = cast.drop_null().to_numpy(zero_copy_only=False)
     if dtype.kind == "f":
         finite = np.isfinite(out)
-        source_finite = np.isfinite(source.to_numpy(zero_copy_only=False).astype(np.float64)) \
-            if pa.types.is_floating(source.type) else np.ones(len(out), dtype=bool)  # nulls: rejected above
-        rows.reject(~finite & ~nulls, lambda i: _reason(
-            name, column[i].as_py(), f"out of range for {tensor.datatype}" if source_finite[i] else "not finite",
-            tensor))
+        source_finite = (
+            np.isfinite(source.to_numpy(zero_copy_only=False).astype(np.float64))
+            if pa.types.is_floating(source.type)
+            else np.ones(len(out), dtype=bool)
+        )  # nulls: rejected above
+        rows.reject(
+            ~finite & ~nulls,
+            lambda i: _reason(
+                name,
+                column[i].as_py(),
+                f"out of range for {tensor.datatype}" if source_finite[i] else "not finite",
+                tensor,
+            ),
+        )
     return out
 
 
@@ -191,9 +209,15 @@ def _list(column: pa.Array, spec: InputColumns, rows: _Rows) -> np.ndarray:
     name, tensor, k = spec.columns[0], spec.tensor, spec.width
     n = len(column)
     lengths = pc.list_value_length(column).fill_null(-1).to_numpy(zero_copy_only=False)
-    rows.reject(lengths != k, lambda i: f"`{name}` is missing (null); input `{tensor.name}` expects {k} "
-                f"{tensor.datatype} values" if lengths[i] < 0 else f"`{name}` has {lengths[i]} values; input "
-                f"`{tensor.name}` expects {k} ({tensor.datatype} {list(tensor.shape)})")
+    rows.reject(
+        lengths != k,
+        lambda i: (
+            f"`{name}` is missing (null); input `{tensor.name}` expects {k} {tensor.datatype} values"
+            if lengths[i] < 0
+            else f"`{name}` has {lengths[i]} values; input "
+            f"`{tensor.name}` expects {k} ({tensor.datatype} {list(tensor.shape)})"
+        ),
+    )
     good = np.flatnonzero(lengths == k)
     out = np.zeros((n, k), dtype=tensor.numpy_dtype)
     if good.size:
@@ -249,17 +273,33 @@ def convert(table: pa.Table, specs: list[InputColumns]) -> tuple[dict[str, np.nd
             column = table.column(spec.columns[0]).combine_chunks()
             if is_json_text(table.schema.field(spec.columns[0])):
                 array = _json_values(column, spec, rows)
-            elif pa.types.is_list(column.type) or pa.types.is_large_list(column.type) or \
-                    pa.types.is_fixed_size_list(column.type):
+            elif (
+                pa.types.is_list(column.type)
+                or pa.types.is_large_list(column.type)
+                or pa.types.is_fixed_size_list(column.type)
+            ):
                 array = _list(column, spec, rows)
             elif spec.width == 1:
                 array = _scalar(column, spec.columns[0], spec.tensor, rows)
             else:
-                raise UsageError(f"column {spec.columns[0]!r} holds scalars but input `{spec.tensor.name}` takes "
-                                 f"{spec.width} values per row: map a list column or {spec.width} scalar columns")
+                raise UsageError(
+                    f"column {spec.columns[0]!r} holds scalars but input `{spec.tensor.name}` takes "
+                    f"{spec.width} values per row: map a list column or {spec.width} scalar columns"
+                )
         else:
-            array = np.stack([_scalar(table.column(c).combine_chunks(), c, spec.tensor, rows,
-                                      json_text=is_json_text(table.schema.field(c))) for c in spec.columns], axis=1)
+            array = np.stack(
+                [
+                    _scalar(
+                        table.column(c).combine_chunks(),
+                        c,
+                        spec.tensor,
+                        rows,
+                        json_text=is_json_text(table.schema.field(c)),
+                    )
+                    for c in spec.columns
+                ],
+                axis=1,
+            )
         full[spec.tensor.name] = array.reshape((table.num_rows, *spec.inner_shape))
     valid = ~rows.bad
     arrays = {name: (a if valid.all() else a[valid]) for name, a in full.items()}

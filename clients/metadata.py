@@ -35,14 +35,12 @@ class ModelMeta:
     max_batch_size: int
 
     @classmethod
-    def from_responses(cls, metadata: dict, config: dict) -> "ModelMeta":
+    def from_responses(cls, metadata: dict, config: dict) -> ModelMeta:
         """Builds from the JSON forms of the metadata and config responses (gRPC or HTTP alike)."""
         config = config.get("config", config)
 
         def tensors(items):
-            return tuple(
-                TensorMeta(t["name"], t["datatype"], tuple(int(d) for d in t.get("shape", []))) for t in items
-            )
+            return tuple(TensorMeta(t["name"], t["datatype"], tuple(int(d) for d in t.get("shape", []))) for t in items)
 
         return cls(
             name=metadata["name"],
@@ -67,21 +65,29 @@ class ModelMeta:
         InputError naming the input, the value and what the model expects.
         """
         if not isinstance(features, dict):
-            raise InputError(f"a record for model `{self.name}` is a JSON object of input names to values; got "
-                             f"{type(features).__name__} {shorten(features)}; it takes: {self.signature()}",
-                             model=self.name, value=features)
+            raise InputError(
+                f"a record for model `{self.name}` is a JSON object of input names to values; got "
+                f"{type(features).__name__} {shorten(features)}; it takes: {self.signature()}",
+                model=self.name,
+                value=features,
+            )
         expected = {t.name for t in self.inputs}
         unknown = sorted(set(features) - expected)
         if unknown:
             raise InputError(
                 f"unknown input {', '.join(f'`{u}`' for u in unknown)} for model `{self.name}`; "
-                f"it takes: {self.signature()}", model=self.name, field=unknown[0], value=features[unknown[0]],
+                f"it takes: {self.signature()}",
+                model=self.name,
+                field=unknown[0],
+                value=features[unknown[0]],
             )
         missing = [t.name for t in self.inputs if t.name not in features]
         if missing:
             raise InputError(
                 f"missing input {', '.join(f'`{m}`' for m in missing)} for model `{self.name}`; "
-                f"it takes: {self.signature()}", model=self.name, field=missing[0],
+                f"it takes: {self.signature()}",
+                model=self.name,
+                field=missing[0],
             )
         return {t.name: self._array(t, features[t.name]) for t in self.inputs}
 
@@ -91,7 +97,10 @@ class ModelMeta:
         except ValueError as e:
             raise InputError(
                 f"input `{tensor.name}` got {shorten(value)}; model `{self.name}` expects {tensor.datatype} values "
-                f"({e})", model=self.name, field=tensor.name, value=value,
+                f"({e})",
+                model=self.name,
+                field=tensor.name,
+                value=value,
             ) from None
         inner = tensor.shape[1:] if self.batching else tensor.shape
         if self.batching and (array.ndim == len(inner) or (array.ndim == 0 and tuple(inner) == (1,))):
@@ -99,7 +108,10 @@ class ModelMeta:
         if array.ndim != len(tensor.shape) or any(d not in (-1, s) for d, s in zip(tensor.shape, array.shape)):
             raise InputError(
                 f"input `{tensor.name}` has shape {list(array.shape)}; model `{self.name}` expects "
-                f"{list(tensor.shape)} ({tensor.datatype})", model=self.name, field=tensor.name, value=value,
+                f"{list(tensor.shape)} ({tensor.datatype})",
+                model=self.name,
+                field=tensor.name,
+                value=value,
             )
         return array
 
@@ -107,7 +119,7 @@ class ModelMeta:
 def shorten(value, limit: int = 80) -> str:
     """repr() for messages, cut to `limit` characters (a value may be a megabyte of text)."""
     text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def to_array(value, tensor: TensorMeta) -> np.ndarray:

@@ -11,8 +11,14 @@ from tritonclient.utils import InferenceServerException
 
 from tritonkit.clients.bulk import RetryPolicy, overload_reason
 from tritonkit.clients.metadata import ModelMeta
-from tritonkit.errors import (DeadlineExceededError, ModelLoadError, ModelNotFoundError, OverloadedError,
-                              ServerError, UsageError)
+from tritonkit.errors import (
+    DeadlineExceededError,
+    ModelLoadError,
+    ModelNotFoundError,
+    OverloadedError,
+    ServerError,
+    UsageError,
+)
 
 PROTOCOLS = ("grpc", "http")
 BUDGET_CLIENTS = 4  # HTTP clients kept for per-call budgets other than timeout_s (one per budget)
@@ -29,6 +35,7 @@ class Prediction:
 
     def to_dict(self) -> dict:
         """JSON-ready: a single record's outputs lose their batch dimension of 1."""
+
         def plain(array: np.ndarray):
             if array.dtype == object:
                 array = np.vectorize(lambda b: b.decode() if isinstance(b, bytes) else b, otypes=[object])(array)
@@ -46,12 +53,16 @@ def _wrap(error: InferenceServerException, model: str) -> ServerError:
     message = error.message() or str(error)
     status = str(error.status() or "")
     if "unknown model" in message or "NOT_FOUND" in status or status == "404":
-        return ModelNotFoundError(f"model `{model}` is not served here (not in the repository, or not loaded): "
-                                  f"{message}", model=model, status=status)
+        return ModelNotFoundError(
+            f"model `{model}` is not served here (not in the repository, or not loaded): {message}",
+            model=model,
+            status=status,
+        )
     reason = overload_reason(message)
     if reason:
-        return OverloadedError(f"model `{model}` is overloaded: {reason}; retry later with backoff ({message})",
-                               model=model, status=status)
+        return OverloadedError(
+            f"model `{model}` is overloaded: {reason}; retry later with backoff ({message})", model=model, status=status
+        )
     return ServerError(f"model `{model}`: {message}", model=model, status=status)
 
 
@@ -98,8 +109,11 @@ class TritonClient:
 
             self._module = module
             self._client = module.InferenceServerClient(
-                self.url, ssl=self.ssl, root_certificates=self.root_certificates,
-                private_key=self.private_key, certificate_chain=self.certificate_chain,
+                self.url,
+                ssl=self.ssl,
+                root_certificates=self.root_certificates,
+                private_key=self.private_key,
+                certificate_chain=self.certificate_chain,
             )
         else:
             import tritonclient.http as module
@@ -111,7 +125,10 @@ class TritonClient:
         """A tritonclient HTTP client whose socket waits end after `timeout_s` (its connections' deadline)."""
         tls = {"ca_certs": self.root_certificates, "certfile": self.certificate_chain, "keyfile": self.private_key}
         return self._module.InferenceServerClient(
-            self.url, ssl=self.ssl, connection_timeout=timeout_s, network_timeout=timeout_s,
+            self.url,
+            ssl=self.ssl,
+            connection_timeout=timeout_s,
+            network_timeout=timeout_s,
             ssl_options={k: v for k, v in tls.items() if v} or None,
         )
 
@@ -161,8 +178,9 @@ class TritonClient:
         finally:
             self._meta = {key: meta for key, meta in self._meta.items() if key[0] != model}
 
-    def infer_arrays(self, model: str, arrays: dict[str, np.ndarray], version: str = "",
-                     timeout_ms: float | None = None):
+    def infer_arrays(
+        self, model: str, arrays: dict[str, np.ndarray], version: str = "", timeout_ms: float | None = None
+    ):
         """Sends ready arrays; returns (outputs by name, model version, client latency in ms).
 
         `timeout_ms` is the call's latency budget (default: the client's `timeout_s`): when no answer
@@ -190,8 +208,11 @@ class TritonClient:
             except ServerError as e:
                 elapsed_s = time.perf_counter() - start
                 delay = self.retry.delay(attempt) if self.retry is not None and _retryable(e) else None
-                if delay is None or self.retry.gives_up(attempt, elapsed_s, delay) or \
-                        (elapsed_s + delay) * 1000 >= budget_ms:
+                if (
+                    delay is None
+                    or self.retry.gives_up(attempt, elapsed_s, delay)
+                    or (elapsed_s + delay) * 1000 >= budget_ms
+                ):
                     raise
                 attempt += 1
                 time.sleep(delay)
@@ -212,10 +233,12 @@ class TritonClient:
             raise DeadlineExceededError(model, budget_ms, (time.perf_counter() - start) * 1000)
         try:
             if self.protocol == "grpc":
-                return self._client.infer(model, inputs, model_version=version, outputs=outputs,
-                                          headers=self.headers, client_timeout=left_s)
-            return self._http_for_budget(budget_ms / 1000).infer(model, inputs, model_version=version,
-                                                                 outputs=outputs, headers=self.headers)
+                return self._client.infer(
+                    model, inputs, model_version=version, outputs=outputs, headers=self.headers, client_timeout=left_s
+                )
+            return self._http_for_budget(budget_ms / 1000).infer(
+                model, inputs, model_version=version, outputs=outputs, headers=self.headers
+            )
         except InferenceServerException as e:
             if "DEADLINE_EXCEEDED" in str(e.status() or ""):
                 raise DeadlineExceededError(model, budget_ms, (time.perf_counter() - start) * 1000) from e
@@ -238,7 +261,7 @@ class TritonClient:
         self._budget_clients.clear()
         self._client.close()
 
-    def __enter__(self) -> "TritonClient":
+    def __enter__(self) -> TritonClient:
         return self
 
     def __exit__(self, *exc) -> None:

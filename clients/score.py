@@ -100,8 +100,10 @@ class Postprocess:
         if self.threshold is None and not self.segments:
             return
         if self.segments and len(self.segments) != len(self.bounds) + 1:
-            raise UsageError(f"--segments has {len(self.segments)} names for {len(self.bounds)} bounds; "
-                             "expected one name more than bounds (e.g. Low,Medium,High with 0.3,0.6)")
+            raise UsageError(
+                f"--segments has {len(self.segments)} names for {len(self.bounds)} bounds; "
+                "expected one name more than bounds (e.g. Low,Medium,High with 0.3,0.6)"
+            )
         if list(self.bounds) != sorted(self.bounds):
             raise UsageError(f"--segment-bounds {self.bounds} must be ascending")
         if self.source is None:
@@ -128,8 +130,9 @@ class Postprocess:
 def output_column(values: np.ndarray) -> pa.Array:
     width = int(np.prod(values.shape[1:])) if values.ndim > 1 else 1  # -1 fails on an empty chunk
     if values.dtype == object:
-        return pa.array([v.decode() if isinstance(v, bytes) else v
-                         for v in values.reshape(len(values), width)[:, 0]], pa.string())
+        return pa.array(
+            [v.decode() if isinstance(v, bytes) else v for v in values.reshape(len(values), width)[:, 0]], pa.string()
+        )
     flat = values.reshape(len(values), width)
     if flat.shape[1] == 1:
         return pa.array(flat[:, 0])
@@ -139,18 +142,26 @@ def output_column(values: np.ndarray) -> pa.Array:
 class _Run:
     def __init__(self, options: ScoreOptions):
         self.o = options
-        with TritonClient(options.url, protocol=options.protocol, ssl=options.ssl,
-                          root_certificates=options.root_certificates, certificate_chain=options.certificate_chain,
-                          private_key=options.private_key, headers=options.headers) as client:
+        with TritonClient(
+            options.url,
+            protocol=options.protocol,
+            ssl=options.ssl,
+            root_certificates=options.root_certificates,
+            certificate_chain=options.certificate_chain,
+            private_key=options.private_key,
+            headers=options.headers,
+        ) as client:
             self.meta = client.metadata(options.model, options.version)
         self.files = sources.input_files(options.input)
         columns = sources.column_names(self.files)
         self.specs = mapping.plan(self.meta, columns, mapping.parse_maps(options.maps))
         if options.id_column and options.id_column not in columns:
-            raise UsageError(f"--id-column {options.id_column!r} is not a column of the input; its columns: "
-                             f"{', '.join(columns)}")
-        self.read_columns = sorted({c for s in self.specs for c in s.columns} | (
-            {options.id_column} if options.id_column else set()))
+            raise UsageError(
+                f"--id-column {options.id_column!r} is not a column of the input; its columns: {', '.join(columns)}"
+            )
+        self.read_columns = sorted(
+            {c for s in self.specs for c in s.columns} | ({options.id_column} if options.id_column else set())
+        )
         if sources.input_format(self.files[0]) == "jsonl":
             self.read_columns = None  # a malformed line's error column must come through too
         self.post = Postprocess(options, self.meta)
@@ -163,14 +174,28 @@ class _Run:
             from tritonkit.clients.store import open_store
 
             self.store = open_store(options.store)
-        self.report = ScoreReport(options.model, "", shard=f"{options.shard[0]}/{options.shard[1]}",
-                                  output=str(options.output), rejects=str(self.rejects))
+        self.report = ScoreReport(
+            options.model,
+            "",
+            shard=f"{options.shard[0]}/{options.shard[1]}",
+            output=str(options.output),
+            rejects=str(self.rejects),
+        )
 
     def manifest(self) -> dict:
         o = self.o
-        return {"model": o.model, "version": o.version, "input": sources.fingerprint(self.files),
-                "chunk_rows": o.chunk_rows, "shard": list(o.shard), "id_column": o.id_column, "maps": sorted(o.maps),
-                "threshold": o.threshold, "segments": o.segments, "segment_bounds": o.segment_bounds}
+        return {
+            "model": o.model,
+            "version": o.version,
+            "input": sources.fingerprint(self.files),
+            "chunk_rows": o.chunk_rows,
+            "shard": list(o.shard),
+            "id_column": o.id_column,
+            "maps": sorted(o.maps),
+            "threshold": o.threshold,
+            "segments": o.segments,
+            "segment_bounds": o.segment_bounds,
+        }
 
     def _converted(self, skip: set[int]):
         """This shard's chunks in order, each with its converted arrays, or None when an earlier run finished it
@@ -188,9 +213,10 @@ class _Run:
 
     async def _chunk(self, inferer, sem, chunk, arrays, valid, reasons, progress):
         n_valid = int(valid.sum())
-        slices = [{k: v[s:s + self.batch] for k, v in arrays.items()} for s in range(0, n_valid, self.batch)]
-        results = await asyncio.gather(*(infer_isolating(inferer, sem, a, i * self.batch)
-                                         for i, a in enumerate(slices)))
+        slices = [{k: v[s : s + self.batch] for k, v in arrays.items()} for s in range(0, n_valid, self.batch)]
+        results = await asyncio.gather(
+            *(infer_isolating(inferer, sem, a, i * self.batch) for i, a in enumerate(slices))
+        )
         done = sorted((r for ok, _, _ in results for r in ok), key=lambda r: r[0])
         failed = [f for _, bad, _ in results for f in bad]
         self.report.requests += sum(sent for _, _, sent in results)
@@ -202,9 +228,12 @@ class _Run:
             keep[position] = False
         version = done[0][2] if done else self.report.model_version
         self.report.model_version = self.report.model_version or version
-        outputs = {name: np.concatenate([d[1][name] for d in done]) if done else
-                   np.zeros((0, *t.shape[1:]), dtype=t.numpy_dtype)
-                   for name, t in ((t.name, t) for t in self.meta.outputs)}
+        outputs = {
+            name: np.concatenate([d[1][name] for d in done])
+            if done
+            else np.zeros((0, *t.shape[1:]), dtype=t.numpy_dtype)
+            for name, t in ((t.name, t) for t in self.meta.outputs)
+        }
         ids = self._ids(chunk.table, rows)
         scored_ids = ids.filter(pa.array(valid)).filter(pa.array(keep)) if len(ids) else ids
         n = int(keep.sum())
@@ -218,11 +247,13 @@ class _Run:
         reject_rows = [(int(rows[i]), r) for i, r in reasons.items()]
         reject_rows += [(int(valid_rows[p]), f"inference failed: {r}") for p, r in failed]
         reject_rows.sort()
-        rejects = pa.table({
-            "row": pa.array([r for r, _ in reject_rows], pa.int64()),
-            "id": pa.array([str(ids[r - chunk.first_row].as_py()) for r, _ in reject_rows], pa.string()),
-            "reason": pa.array([reason for _, reason in reject_rows], pa.string()),
-        })
+        rejects = pa.table(
+            {
+                "row": pa.array([r for r, _ in reject_rows], pa.int64()),
+                "id": pa.array([str(ids[r - chunk.first_row].as_py()) for r, _ in reject_rows], pa.string()),
+                "reason": pa.array([reason for _, reason in reject_rows], pa.string()),
+            }
+        )
         if self.store is not None and n:
             await asyncio.to_thread(self._store_chunk, scored_ids, outputs, str(version), predicted_at)
         await asyncio.to_thread(self.parts.write, chunk.index, scored, rejects)
@@ -236,10 +267,12 @@ class _Run:
         """One chunk's rows into the prediction store in one atomic write (before its part marks it done)."""
         from tritonkit.clients.store import Entry, row_outputs
 
-        self.store.put_many([
-            Entry(str(entity), self.meta.name, version, row_outputs(outputs, i), predicted_at, "batch")
-            for i, entity in enumerate(ids.to_pylist())
-        ])
+        self.store.put_many(
+            [
+                Entry(str(entity), self.meta.name, version, row_outputs(outputs, i), predicted_at, "batch")
+                for i, entity in enumerate(ids.to_pylist())
+            ]
+        )
 
     def _ids(self, table: pa.Table, rows: np.ndarray) -> pa.Array:
         if self.o.id_column:
@@ -247,10 +280,18 @@ class _Run:
         return pa.array(rows)
 
     async def _score(self, skip: set[int], progress) -> None:
-        inferer = AsyncInferer(self.o.url, self.meta, protocol=self.o.protocol, version=self.o.version,
-                               timeout_s=self.o.timeout_s, ssl=self.o.ssl, root_certificates=self.o.root_certificates,
-                               certificate_chain=self.o.certificate_chain, private_key=self.o.private_key,
-                               headers=self.o.headers)
+        inferer = AsyncInferer(
+            self.o.url,
+            self.meta,
+            protocol=self.o.protocol,
+            version=self.o.version,
+            timeout_s=self.o.timeout_s,
+            ssl=self.o.ssl,
+            root_certificates=self.o.root_certificates,
+            certificate_chain=self.o.certificate_chain,
+            private_key=self.o.private_key,
+            headers=self.o.headers,
+        )
         sem = asyncio.Semaphore(self.o.concurrency)
         pending: set[asyncio.Task] = set()
         # Finished chunks go to the final output in input order, while later chunks are still being scored.
@@ -326,12 +367,19 @@ class _Run:
             raise
         self.parts.remove()
         if self.store is not None:
-            self.store.record_run(self.meta.name, {
-                "run_id": f"{self.o.output.name}-{int(time.time())}", "model": self.meta.name,
-                "model_version": self.report.model_version, "started_at": time.time() - (time.perf_counter() - start),
-                "finished_at": time.time(), "rows_scored": self.report.rows_scored,
-                "rows_rejected": self.report.rows_rejected, "entity_count": self.report.rows_scored,
-            })
+            self.store.record_run(
+                self.meta.name,
+                {
+                    "run_id": f"{self.o.output.name}-{int(time.time())}",
+                    "model": self.meta.name,
+                    "model_version": self.report.model_version,
+                    "started_at": time.time() - (time.perf_counter() - start),
+                    "finished_at": time.time(),
+                    "rows_scored": self.report.rows_scored,
+                    "rows_rejected": self.report.rows_rejected,
+                    "entity_count": self.report.rows_scored,
+                },
+            )
             self.store.close()
         self.report.wall_s = round(time.perf_counter() - start, 3)
         fresh = self.report.rows_read - self.report.rows_resumed
@@ -350,8 +398,9 @@ def score(options: ScoreOptions, progress=None) -> ScoreReport:
         return run.run(progress)
     except OSError as e:  # inference errors arrive as ServerError: what is left is file I/O
         if e.filename and Path(e.filename).resolve() in {f.resolve() for f in run.files}:
-            raise InputError(f"cannot read {e.filename}: {e.strerror or e}", field="--input",
-                             value=str(e.filename)) from e
+            raise InputError(
+                f"cannot read {e.filename}: {e.strerror or e}", field="--input", value=str(e.filename)
+            ) from e
         parts = run.parts.dir if run.parts.exists() else None
         raise OutputError(e.filename or options.output, e.strerror or str(e), parts=parts) from e
 

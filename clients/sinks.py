@@ -55,8 +55,10 @@ class PartStore:
             previous = json.loads(self.manifest_path.read_text())
             changed = sorted(k for k in set(previous) | set(manifest) if previous.get(k) != manifest.get(k))
             if changed:
-                raise UsageError(f"cannot resume from {self.dir}: {', '.join(changed)} changed since the run began; "
-                                 "remove it to start over")
+                raise UsageError(
+                    f"cannot resume from {self.dir}: {', '.join(changed)} changed since the run began; "
+                    "remove it to start over"
+                )
             return
         self.dir.mkdir(parents=True, exist_ok=True)
         _atomic_write_bytes(self.manifest_path, json.dumps(manifest, indent=1).encode())
@@ -72,8 +74,9 @@ class PartStore:
     def read(self, chunk: int) -> tuple[pa.Table, pa.Table]:
         """A finished chunk's (scored, rejects) tables."""
         rejects = self._path("rejects", chunk)
-        return _read_ipc(self._path("chunk", chunk)), _read_ipc(rejects) if rejects.exists() else \
-            REJECT_SCHEMA.empty_table()
+        return _read_ipc(self._path("chunk", chunk)), _read_ipc(
+            rejects
+        ) if rejects.exists() else REJECT_SCHEMA.empty_table()
 
     def _path(self, kind: str, chunk: int) -> Path:
         return self.dir / f"{kind}-{chunk:08d}{self.SUFFIX}"
@@ -91,8 +94,10 @@ class OrderedOutput:
     """The final output and rejects files, appended chunk by chunk in input order, renamed into place by `commit`."""
 
     def __init__(self, output: Path, rejects: Path, fmt: str):
-        self._files = [_Appender(output, fmt), _Appender(rejects, "jsonl" if rejects.suffix == ".jsonl"
-                                                          else output_format(rejects, None), REJECT_SCHEMA)]
+        self._files = [
+            _Appender(output, fmt),
+            _Appender(rejects, "jsonl" if rejects.suffix == ".jsonl" else output_format(rejects, None), REJECT_SCHEMA),
+        ]
 
     def write(self, scored: pa.Table, rejects: pa.Table) -> None:
         self._files[0].write(scored)
@@ -121,13 +126,16 @@ class _Appender:
         if self.fmt == "parquet":
             # Dictionary-encode only the text columns (model name and version, ids, segments): trying it on
             # float outputs costs more CPU than the whole rest of the write, for no gain in size.
-            text = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
-                    or pa.types.is_dictionary(f.type)]
+            text = [
+                f.name
+                for f in schema
+                if pa.types.is_string(f.type) or pa.types.is_large_string(f.type) or pa.types.is_dictionary(f.type)
+            ]
             self._writer = pq.ParquetWriter(self.tmp, schema, compression="snappy", use_dictionary=text)
         elif self.fmt == "csv":
             self._writer = pacsv.CSVWriter(self.tmp, _csv_schema(schema))
         else:
-            self._handle = open(self.tmp, "w", encoding="utf-8")
+            self._handle = open(self.tmp, "w", encoding="utf-8")  # noqa: SIM115 - closed by commit/abort
 
     def write(self, table: pa.Table) -> None:
         if self._writer is None and self._handle is None:
@@ -192,8 +200,14 @@ def _read_ipc(path: Path) -> pa.Table:
 
 
 def _csv_schema(schema: pa.Schema) -> pa.Schema:
-    return pa.schema([pa.field(f.name, pa.string()) if pa.types.is_list(f.type) or
-                      pa.types.is_fixed_size_list(f.type) or pa.types.is_dictionary(f.type) else f for f in schema])
+    return pa.schema(
+        [
+            pa.field(f.name, pa.string())
+            if pa.types.is_list(f.type) or pa.types.is_fixed_size_list(f.type) or pa.types.is_dictionary(f.type)
+            else f
+            for f in schema
+        ]
+    )
 
 
 def _csv_ready(table: pa.Table) -> pa.Table:

@@ -19,8 +19,14 @@ import pyarrow.parquet as pq
 
 from tritonkit.errors import UsageError
 
-FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl",
-           ".json": "jsonl"}
+FORMATS = {
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".csv": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+}
 JSON_ERROR_COLUMN = "__json_error__"
 JSON_TEXT_KEY = b"tritonkit.json_text"  # field metadata: the column holds JSON text (mixed types in JSON Lines)
 
@@ -47,8 +53,9 @@ def input_files(path: Path) -> list[Path]:
     if path.is_file():
         input_format(path)
         return [path]
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in FORMATS
-                   and not p.name.startswith((".", "_")))
+    files = sorted(
+        p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in FORMATS and not p.name.startswith((".", "_"))
+    )
     if not files:
         raise UsageError(f"input folder {path} holds no {', '.join(sorted(FORMATS))} files")
     if len({input_format(p) for p in files}) > 1:
@@ -92,11 +99,16 @@ def _parquet_batches(path: Path, columns: list[str] | None) -> Iterator[pa.Recor
 def _csv_batches(path: Path, columns: list[str] | None, string_columns: list[str]) -> Iterator[pa.RecordBatch]:
     # Feature columns are read as text and cast by the validator, so one bad value rejects one row
     # instead of failing the whole block's type conversion.
-    convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in string_columns},
-                                   include_columns=columns, include_missing_columns=True, strings_can_be_null=True)
+    convert = pacsv.ConvertOptions(
+        column_types={c: pa.string() for c in string_columns},
+        include_columns=columns,
+        include_missing_columns=True,
+        strings_can_be_null=True,
+    )
     try:
-        with pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=8 << 20),
-                            convert_options=convert) as reader:
+        with pacsv.open_csv(
+            path, read_options=pacsv.ReadOptions(block_size=8 << 20), convert_options=convert
+        ) as reader:
             yield from reader
     except pa.ArrowInvalid as e:  # a row with another number of fields, a value unlike its column's type
         raise UsageError(f"input {path} is not valid CSV: {e}") from None
@@ -152,8 +164,11 @@ def _bool_lost(value, arrow_type: pa.DataType) -> bool:
     if isinstance(value, list) and arrow_type.num_fields == 1 and not pa.types.is_struct(arrow_type):
         return any(_bool_lost(v, arrow_type.value_type) for v in value)
     if isinstance(value, dict) and pa.types.is_struct(arrow_type):
-        return any(_bool_lost(value[arrow_type.field(i).name], arrow_type.field(i).type)
-                   for i in range(arrow_type.num_fields) if arrow_type.field(i).name in value)
+        return any(
+            _bool_lost(value[arrow_type.field(i).name], arrow_type.field(i).type)
+            for i in range(arrow_type.num_fields)
+            if arrow_type.field(i).name in value
+        )
     return False
 
 
@@ -165,8 +180,9 @@ def _json_text(values: list) -> pa.Array:
     return pa.array([None if v is None else json.dumps(v) for v in values], pa.string())
 
 
-def read_batches(files: list[Path], columns: list[str] | None = None,
-                 text_columns: list[str] = ()) -> Iterator[pa.RecordBatch]:
+def read_batches(
+    files: list[Path], columns: list[str] | None = None, text_columns: list[str] = ()
+) -> Iterator[pa.RecordBatch]:
     for path in files:
         fmt = input_format(path)
         if _empty(path):
@@ -179,8 +195,9 @@ def read_batches(files: list[Path], columns: list[str] | None = None,
             yield from _jsonl_batches(path, columns)
 
 
-def chunks(files: list[Path], chunk_rows: int, columns: list[str] | None = None,
-           text_columns: list[str] = ()) -> Iterator[Chunk]:
+def chunks(
+    files: list[Path], chunk_rows: int, columns: list[str] | None = None, text_columns: list[str] = ()
+) -> Iterator[Chunk]:
     """Re-slices the file batches into chunks of exactly `chunk_rows` rows (the last may be shorter)."""
     pending: list[pa.RecordBatch] = []
     held = 0
@@ -217,8 +234,11 @@ def _table(batches: list[pa.RecordBatch]) -> pa.Table:
             continue
         candidates = [typed[0]]
         try:
-            candidates.append(pa.unify_schemas([pa.schema([f.remove_metadata()]) for f in typed],
-                                               promote_options="permissive").field(0))
+            candidates.append(
+                pa.unify_schemas([pa.schema([f.remove_metadata()]) for f in typed], promote_options="permissive").field(
+                    0
+                )
+            )
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
             pass
         for field in candidates:
@@ -264,8 +284,10 @@ def _same_kind(source: pa.DataType, target: pa.DataType) -> bool:
         return _same_kind(source.value_type, target.value_type)
     if pa.types.is_struct(source) and pa.types.is_struct(target):
         fields = {target.field(i).name: target.field(i).type for i in range(target.num_fields)}
-        return all(source.field(i).name in fields and _same_kind(source.field(i).type, fields[source.field(i).name])
-                   for i in range(source.num_fields))
+        return all(
+            source.field(i).name in fields and _same_kind(source.field(i).type, fields[source.field(i).name])
+            for i in range(source.num_fields)
+        )
     return source == target
 
 

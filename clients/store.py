@@ -24,8 +24,17 @@ SOURCES = ("batch", "realtime")
 DEFAULT_TTL_S = {"batch": 24 * 3600.0, "realtime": 3600.0}
 SCHEMES = ("sqlite", "redis", "rediss")
 TTL_PARAMS = {"batch_ttl": "batch", "realtime_ttl": "realtime"}
-RUN_KEYS = ("run_id", "model", "model_version", "started_at", "finished_at", "rows_scored", "rows_rejected",
-            "entities", "entity_count")
+RUN_KEYS = (
+    "run_id",
+    "model",
+    "model_version",
+    "started_at",
+    "finished_at",
+    "rows_scored",
+    "rows_rejected",
+    "entities",
+    "entity_count",
+)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
 _UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -67,8 +76,14 @@ class Entry:
         return max(0.0, now - self.predicted_at)
 
     def to_dict(self) -> dict:
-        return {"entity_id": self.entity_id, "model": self.model, "model_version": self.model_version,
-                "outputs": self.outputs, "predicted_at": self.predicted_at, "source": self.source}
+        return {
+            "entity_id": self.entity_id,
+            "model": self.model,
+            "model_version": self.model_version,
+            "outputs": self.outputs,
+            "predicted_at": self.predicted_at,
+            "source": self.source,
+        }
 
 
 @runtime_checkable
@@ -102,8 +117,9 @@ def parse_duration(text: str, option: str = "duration") -> float:
     match = _DURATION.match(str(text))
     seconds = float(match.group(1)) * _UNIT_S[match.group(2)] if match else 0.0
     if seconds <= 0:
-        raise UsageError(f"{option} is {text!r}; expected a positive number with a unit s, m, h or d, "
-                         "like 90s, 30m, 12h or 2d")
+        raise UsageError(
+            f"{option} is {text!r}; expected a positive number with a unit s, m, h or d, like 90s, 30m, 12h or 2d"
+        )
     return seconds
 
 
@@ -116,8 +132,10 @@ def open_store(url: str, ttl_s: dict[str, float] | None = None) -> PredictionSto
     """
     scheme, sep, rest = str(url).partition("://")
     if not sep or scheme not in SCHEMES:
-        raise UsageError(f"store URL {redact(url)!r} has an unknown scheme; expected one of "
-                         f"{', '.join(s + '://' for s in SCHEMES)} (e.g. sqlite:///abs/path/predictions.db)")
+        raise UsageError(
+            f"store URL {redact(url)!r} has an unknown scheme; expected one of "
+            f"{', '.join(s + '://' for s in SCHEMES)} (e.g. sqlite:///abs/path/predictions.db)"
+        )
     location, _, query = rest.partition("?")
     ttls = dict(DEFAULT_TTL_S)
     passthrough = []

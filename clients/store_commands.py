@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -48,24 +47,36 @@ def format_duration(seconds: float) -> str:
 def lookup(
     model: str = typer.Option(..., "--model", "-m", envvar="TRITONKIT_MODEL", help="Model whose prediction to read."),
     entity_id: str = typer.Option(..., "--id", envvar="TRITONKIT_ENTITY_ID", help="Entity id to look up."),
-    store: Optional[str] = typer.Option(None, envvar="TRITONKIT_STORE", show_default=False,
-                                        help="Store URL: sqlite:///abs/path.db or redis://host:port/db "
-                                             "(default: sqlite://$PWD/predictions.db)."),
-    max_age: Optional[str] = typer.Option(None, envvar="TRITONKIT_LOOKUP_MAX_AGE",
-                                          help="Entries older than this are stale (90s, 30m, 12h, 2d); "
-                                               "default: any unexpired entry is fresh."),
-    fallback: str = typer.Option("realtime", envvar="TRITONKIT_FALLBACK",
-                                 help="On a miss or stale entry: realtime (score live) or none."),
-    features: Optional[str] = typer.Option(None, envvar="TRITONKIT_FEATURES",
-                                           help='Features as JSON {"input": value, ...} (or @file.json).'),
-    feature_table: Optional[Path] = typer.Option(None, envvar="TRITONKIT_FEATURE_TABLE",
-                                                 help="Parquet or CSV file of features with an id column."),
+    store: str | None = typer.Option(
+        None,
+        envvar="TRITONKIT_STORE",
+        show_default=False,
+        help="Store URL: sqlite:///abs/path.db or redis://host:port/db (default: sqlite://$PWD/predictions.db).",
+    ),
+    max_age: str | None = typer.Option(
+        None,
+        envvar="TRITONKIT_LOOKUP_MAX_AGE",
+        help="Entries older than this are stale (90s, 30m, 12h, 2d); default: any unexpired entry is fresh.",
+    ),
+    fallback: str = typer.Option(
+        "realtime", envvar="TRITONKIT_FALLBACK", help="On a miss or stale entry: realtime (score live) or none."
+    ),
+    features: str | None = typer.Option(
+        None, envvar="TRITONKIT_FEATURES", help='Features as JSON {"input": value, ...} (or @file.json).'
+    ),
+    feature_table: Path | None = typer.Option(
+        None, envvar="TRITONKIT_FEATURE_TABLE", help="Parquet or CSV file of features with an id column."
+    ),
     id_column: str = typer.Option("entity_id", envvar="TRITONKIT_ID_COLUMN", help="Id column of --feature-table."),
     url: str = typer.Option("127.0.0.1:8001", envvar="TRITONKIT_URL", help="HOST:PORT of Triton."),
     protocol: str = typer.Option("grpc", envvar="TRITONKIT_PROTOCOL", help="grpc or http."),
     timeout_s: float = typer.Option(10.0, envvar="TRITONKIT_TIMEOUT_S", help="Deadline for a live call."),
-    write_back: bool = typer.Option(True, "--write-back/--no-write-back", envvar="TRITONKIT_WRITE_BACK",
-                                    help="Store live results with source realtime."),
+    write_back: bool = typer.Option(
+        True,
+        "--write-back/--no-write-back",
+        envvar="TRITONKIT_WRITE_BACK",
+        help="Store live results with source realtime.",
+    ),
 ):
     """One entity's prediction from the store, or live when missing or stale; prints JSON."""
     from tritonkit.clients.hybrid import FeatureTable, HybridClient
@@ -78,8 +89,15 @@ def lookup(
     prediction_store = open_store(store or default_store_url())
     triton = TritonClient(url, protocol=protocol, timeout_s=timeout_s) if fallback == "realtime" else None
     try:
-        client = HybridClient(prediction_store, triton, model, max_age_s=max_age_s, fallback=fallback,
-                              write_back=write_back, feature_source=table)
+        client = HybridClient(
+            prediction_store,
+            triton,
+            model,
+            max_age_s=max_age_s,
+            fallback=fallback,
+            write_back=write_back,
+            feature_source=table,
+        )
         result = client.lookup(entity_id, record)
     finally:
         prediction_store.close()
@@ -92,17 +110,24 @@ def lookup(
 
 def freshness(
     model: str = typer.Option(..., "--model", "-m", envvar="TRITONKIT_MODEL", help="Model to check."),
-    store: Optional[str] = typer.Option(None, envvar="TRITONKIT_STORE", show_default=False,
-                                        help="Store URL (default: sqlite://$PWD/predictions.db)."),
-    max_age: str = typer.Option("24h", envvar="TRITONKIT_FRESHNESS_MAX_AGE",
-                                help="The last batch run must have finished within this (90s, 30m, 12h, 2d)."),
-    entities: Optional[int] = typer.Option(None, envvar="TRITONKIT_ENTITIES",
-                                           help="All entities, for coverage (default: the last run's count)."),
-    feature_table: Optional[Path] = typer.Option(None, envvar="TRITONKIT_FEATURE_TABLE",
-                                                 help="Count all entities from this Parquet or CSV file instead."),
+    store: str | None = typer.Option(
+        None, envvar="TRITONKIT_STORE", show_default=False, help="Store URL (default: sqlite://$PWD/predictions.db)."
+    ),
+    max_age: str = typer.Option(
+        "24h",
+        envvar="TRITONKIT_FRESHNESS_MAX_AGE",
+        help="The last batch run must have finished within this (90s, 30m, 12h, 2d).",
+    ),
+    entities: int | None = typer.Option(
+        None, envvar="TRITONKIT_ENTITIES", help="All entities, for coverage (default: the last run's count)."
+    ),
+    feature_table: Path | None = typer.Option(
+        None, envvar="TRITONKIT_FEATURE_TABLE", help="Count all entities from this Parquet or CSV file instead."
+    ),
     id_column: str = typer.Option("entity_id", envvar="TRITONKIT_ID_COLUMN", help="Id column of --feature-table."),
-    min_coverage: float = typer.Option(0.0, envvar="TRITONKIT_MIN_COVERAGE",
-                                       help="Alarm too when coverage is below this fraction (0 to 1; 0: off)."),
+    min_coverage: float = typer.Option(
+        0.0, envvar="TRITONKIT_MIN_COVERAGE", help="Alarm too when coverage is below this fraction (0 to 1; 0: off)."
+    ),
     json_output: bool = typer.Option(False, "--json", envvar="TRITONKIT_JSON", help="Print JSON for monitors."),
 ):
     """The last batch run, its age and coverage; exits 7 when stale, low on coverage or never run."""
@@ -155,4 +180,3 @@ def register(app: typer.Typer) -> None:
     """Adds `lookup` and `freshness` to the `tritonkit` app."""
     app.command("lookup")(lookup)
     app.command("freshness")(freshness)
-

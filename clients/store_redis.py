@@ -16,7 +16,13 @@ import time
 import redis
 
 from tritonkit.clients.store import (
-    SOURCES, Entry, StoreError, StoreUnavailableError, check_model_name, normalize_run, redact,
+    SOURCES,
+    Entry,
+    StoreError,
+    StoreUnavailableError,
+    check_model_name,
+    normalize_run,
+    redact,
 )
 
 CONNECT_TIMEOUT_S = 2.0
@@ -59,8 +65,13 @@ class RedisStore:
             model = check_model_name(entry.model)
             models.add(model)
             entity = str(entry.entity_id)
-            meta = json.dumps({"model_version": str(entry.model_version), "predicted_at": float(entry.predicted_at),
-                               "source": entry.source})
+            meta = json.dumps(
+                {
+                    "model_version": str(entry.model_version),
+                    "predicted_at": float(entry.predicted_at),
+                    "source": entry.source,
+                }
+            )
             payload = '{"outputs":' + entry.outputs_json() + "," + meta[1:]
             expires_ms = int((float(entry.predicted_at) + self.ttl_s[entry.source]) * 1000)
             pipe.set(_key(model, "p", entity), payload, pxat=max(expires_ms, 1))
@@ -88,11 +99,13 @@ class RedisStore:
             return None
         try:
             value = json.loads(raw)
-            return Entry(str(entity_id), model, value["model_version"], value["outputs"], value["predicted_at"],
-                         value["source"])
+            return Entry(
+                str(entity_id), model, value["model_version"], value["outputs"], value["predicted_at"], value["source"]
+            )
         except (ValueError, KeyError, TypeError) as e:
-            raise StoreError(f"entry `{entity_id}` of model `{model}` in {self.url} is unreadable: {e}",
-                             url=self.url) from e
+            raise StoreError(
+                f"entry `{entity_id}` of model `{model}` in {self.url} is unreadable: {e}", url=self.url
+            ) from e
 
     def record_run(self, model: str, run: dict) -> None:
         summary = normalize_run(check_model_name(model), run)
@@ -129,7 +142,7 @@ class RedisStore:
     def close(self) -> None:
         self._client.close()
 
-    def __enter__(self) -> "RedisStore":
+    def __enter__(self) -> RedisStore:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -39,8 +39,10 @@ CREATE TABLE IF NOT EXISTS runs (
     PRIMARY KEY (model, run_id)
 );
 """
-_PUT = ("INSERT OR REPLACE INTO predictions (model, entity_id, model_version, outputs, predicted_at, source, "
-        "expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)")
+_PUT = (
+    "INSERT OR REPLACE INTO predictions (model, entity_id, model_version, outputs, predicted_at, source, "
+    "expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 class SQLiteStore:
@@ -98,8 +100,15 @@ class SQLiteStore:
     def _row(self, entry: Entry) -> tuple:
         check_model_name(entry.model)
         predicted_at = float(entry.predicted_at)
-        return (entry.model, str(entry.entity_id), str(entry.model_version), entry.outputs_json(), predicted_at,
-                entry.source, predicted_at + self.ttl_s[entry.source])
+        return (
+            entry.model,
+            str(entry.entity_id),
+            str(entry.model_version),
+            entry.outputs_json(),
+            predicted_at,
+            entry.source,
+            predicted_at + self.ttl_s[entry.source],
+        )
 
     def put_many(self, entries: list[Entry]) -> None:
         """Writes every entry in one transaction: an error part-way (or a crash) leaves none visible."""
@@ -123,15 +132,17 @@ class SQLiteStore:
         with self._db("read a prediction") as conn:
             row = conn.execute(
                 "SELECT model_version, outputs, predicted_at, source FROM predictions "
-                "WHERE model = ? AND entity_id = ? AND expires_at > ?", (model, str(entity_id), time.time()),
+                "WHERE model = ? AND entity_id = ? AND expires_at > ?",
+                (model, str(entity_id), time.time()),
             ).fetchone()
         if row is None:
             return None
         try:
             outputs = json.loads(row[1])
         except json.JSONDecodeError as e:
-            raise StoreError(f"entry `{entity_id}` of model `{model}` in {self.url} is not valid JSON: {e}",
-                             url=self.url) from e
+            raise StoreError(
+                f"entry `{entity_id}` of model `{model}` in {self.url} is not valid JSON: {e}", url=self.url
+            ) from e
         return Entry(str(entity_id), model, row[0], outputs, row[2], row[3])
 
     def purge_expired(self, now: float | None = None) -> int:
@@ -147,13 +158,16 @@ class SQLiteStore:
     def record_run(self, model: str, run: dict) -> None:
         summary = normalize_run(check_model_name(model), run)
         with self._db("record a batch run") as conn:
-            conn.execute("INSERT OR REPLACE INTO runs (model, run_id, finished_at, summary) VALUES (?, ?, ?, ?)",
-                         (model, summary["run_id"], summary["finished_at"], json.dumps(summary)))
+            conn.execute(
+                "INSERT OR REPLACE INTO runs (model, run_id, finished_at, summary) VALUES (?, ?, ?, ?)",
+                (model, summary["run_id"], summary["finished_at"], json.dumps(summary)),
+            )
 
     def last_run(self, model: str) -> dict | None:
         with self._db("read the last batch run") as conn:
-            row = conn.execute("SELECT summary FROM runs WHERE model = ? ORDER BY finished_at DESC LIMIT 1",
-                               (model,)).fetchone()
+            row = conn.execute(
+                "SELECT summary FROM runs WHERE model = ? ORDER BY finished_at DESC LIMIT 1", (model,)
+            ).fetchone()
         return json.loads(row[0]) if row else None
 
     def count_fresh(self, model: str, max_age_s: float, now: float | None = None) -> dict[str, int]:
@@ -161,7 +175,8 @@ class SQLiteStore:
         with self._db("count fresh predictions") as conn:
             rows = conn.execute(
                 "SELECT source, COUNT(*) FROM predictions WHERE model = ? AND predicted_at >= ? AND expires_at > ? "
-                "GROUP BY source", (model, now - max_age_s, now),
+                "GROUP BY source",
+                (model, now - max_age_s, now),
             ).fetchall()
         counts = {"batch": 0, "realtime": 0}
         counts.update(dict(rows))
@@ -171,7 +186,7 @@ class SQLiteStore:
         with self._lock:
             self._drop()
 
-    def __enter__(self) -> "SQLiteStore":
+    def __enter__(self) -> SQLiteStore:
         return self
 
     def __exit__(self, *exc) -> None:

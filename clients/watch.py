@@ -18,9 +18,9 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 from tritonkit.clients.score import ScoreOptions, ScoreReport, score
 from tritonkit.clients.sinks import PartStore, output_format
@@ -44,8 +44,14 @@ class WatchResult:
 class Watcher:
     """Scores the files of `folder` into `out_dir`, one `score` run per file."""
 
-    def __init__(self, base: ScoreOptions, folder: Path, out_dir: Path, settle_s: float = 1.0,
-                 on_file: Callable[[Path, ScoreReport], None] | None = None):
+    def __init__(
+        self,
+        base: ScoreOptions,
+        folder: Path,
+        out_dir: Path,
+        settle_s: float = 1.0,
+        on_file: Callable[[Path, ScoreReport], None] | None = None,
+    ):
         folder, out_dir = Path(folder), Path(out_dir)
         if not folder.is_dir():
             raise UsageError(f"--watch {folder}: not a folder")
@@ -74,8 +80,10 @@ class Watcher:
         stems: dict[str, Path] = {}
         for path in sorted(files):
             if path.stem in stems:
-                raise UsageError(f"--watch {self.folder}: {stems[path.stem].name} and {path.name} would both be "
-                                 f"scored into {self.output_for(path).name}; give them different names")
+                raise UsageError(
+                    f"--watch {self.folder}: {stems[path.stem].name} and {path.name} would both be "
+                    f"scored into {self.output_for(path).name}; give them different names"
+                )
             stems[path.stem] = path
         return sorted(files, key=lambda p: (p.stat().st_mtime_ns, p.name))
 
@@ -109,8 +117,14 @@ class Watcher:
     def score_file(self, path: Path) -> ScoreReport:
         output = self.output_for(path)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        options = replace(self.base, input=path, output=output, resume=PartStore(output).exists(),
-                          rejects=self.out_dir / f"{path.stem}.rejects.jsonl", format=self.fmt)
+        options = replace(
+            self.base,
+            input=path,
+            output=output,
+            resume=PartStore(output).exists(),
+            rejects=self.out_dir / f"{path.stem}.rejects.jsonl",
+            format=self.fmt,
+        )
         report = score(options)
         _atomic_text(self.out_dir / f"{path.stem}.report.json", json.dumps(report.to_dict(), indent=2))
         return report

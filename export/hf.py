@@ -90,9 +90,11 @@ class EmbeddingParity:
         return self.parity.max_abs_error <= self.parity.atol and self.min_cosine >= self.min_cosine_required
 
     def __str__(self) -> str:
-        return (f"{OUTPUT} on {self.sentences} sentences: max abs error {self.parity.max_abs_error:.3g} "
-                f"(atol {self.parity.atol:g}), min cosine similarity {self.min_cosine:.7f} "
-                f"(at least {self.min_cosine_required:g})")
+        return (
+            f"{OUTPUT} on {self.sentences} sentences: max abs error {self.parity.max_abs_error:.3g} "
+            f"(atol {self.parity.atol:g}), min cosine similarity {self.min_cosine:.7f} "
+            f"(at least {self.min_cosine_required:g})"
+        )
 
 
 @dataclass(frozen=True)
@@ -111,8 +113,10 @@ def _check_model_dir(model_dir: Path) -> None:
     if not any(model_dir.glob("*.safetensors")) and not (model_dir / "pytorch_model.bin").is_file():
         missing.append("*.safetensors (or pytorch_model.bin)")
     if missing:
-        raise UsageError(f"MODEL_DIR {model_dir} lacks {', '.join(missing)}; expected a Hugging Face encoder "
-                         "folder with config.json, its weights and tokenizer.json")
+        raise UsageError(
+            f"MODEL_DIR {model_dir} lacks {', '.join(missing)}; expected a Hugging Face encoder "
+            "folder with config.json, its weights and tokenizer.json"
+        )
 
 
 def load_encoder(model_dir: Path) -> torch.nn.Module:
@@ -143,8 +147,10 @@ def build_tokenizer(model_dir: Path, max_length: int, pad_id: int | None):
 def tokenize(tokenizer, texts) -> dict[str, np.ndarray]:
     """`input_ids` and `attention_mask` as INT64 [len(texts), longest] arrays."""
     encodings = tokenizer.encode_batch(list(texts))
-    return {"input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64)}
+    return {
+        "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+        "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+    }
 
 
 def export_onnx(module: torch.nn.Module, path: Path, max_length: int, opset: int = DEFAULT_OPSET) -> Path:
@@ -158,9 +164,16 @@ def export_onnx(module: torch.nn.Module, path: Path, max_length: int, opset: int
             warnings.simplefilter("ignore", category)
         try:
             torch.onnx.export(
-                module.eval(), example, str(path), input_names=list(INPUTS), output_names=[OUTPUT],
+                module.eval(),
+                example,
+                str(path),
+                input_names=list(INPUTS),
+                output_names=[OUTPUT],
                 dynamic_shapes={name: {0: batch, 1: sequence} for name in INPUTS},
-                opset_version=opset, dynamo=True, external_data=False, verbose=False,
+                opset_version=opset,
+                dynamo=True,
+                external_data=False,
+                verbose=False,
             )
         except Exception as e:  # the exporter raises many types; the user needs the reason, not the type
             raise ExportError(f"torch.onnx.export could not convert the encoder: {e}") from e
@@ -168,8 +181,9 @@ def export_onnx(module: torch.nn.Module, path: Path, max_length: int, opset: int
     return path
 
 
-def check_parity(source: torch.nn.Module, path: Path, tokenizer, fp16: bool = False,
-                 sentences=PARITY_SENTENCES) -> EmbeddingParity:
+def check_parity(
+    source: torch.nn.Module, path: Path, tokenizer, fp16: bool = False, sentences=PARITY_SENTENCES
+) -> EmbeddingParity:
     """Embeds `sentences` with onnxruntime and with `source` in PyTorch; raises ExportError beyond tolerance."""
     import onnxruntime as ort
 
@@ -182,7 +196,8 @@ def check_parity(source: torch.nn.Module, path: Path, tokenizer, fp16: bool = Fa
     parity = compare(OUTPUT, torch_out, onnx_out, atol=atol, rtol=0.0)
     cosine = np.sum(torch_out.astype(np.float64) * onnx_out, axis=1) / np.maximum(
         np.linalg.norm(torch_out.astype(np.float64), axis=1) * np.linalg.norm(onnx_out.astype(np.float64), axis=1),
-        1e-12)
+        1e-12,
+    )
     result = EmbeddingParity(parity, float(cosine.min()), min_cosine, len(sentences))
     if not result.ok:
         raise ExportError(f"exported encoder does not match transformers in PyTorch: {result}")
@@ -194,8 +209,11 @@ def encoder_config(name: str, hidden: int, max_batch_size: int) -> ModelConfig:
     onnxruntime session takes all cores: oversubscribed, bulk scoring of minilm ran at 0.81x in-process
     onnxruntime here, against 0.98-1.02x with one instance (python -m tritonkit.benchmarks.bulk)."""
     return ModelConfig(
-        name=name, backend="onnxruntime", max_batch_size=max_batch_size,
-        inputs=[TensorSpec(n, "INT64", [-1]) for n in INPUTS], outputs=[TensorSpec(OUTPUT, "FP32", [hidden])],
+        name=name,
+        backend="onnxruntime",
+        max_batch_size=max_batch_size,
+        inputs=[TensorSpec(n, "INT64", [-1]) for n in INPUTS],
+        outputs=[TensorSpec(OUTPUT, "FP32", [hidden])],
         dynamic_batching=DynamicBatching(max_queue_delay_us=MAX_QUEUE_DELAY_US),
         instance_groups=[InstanceGroup(count=1, kind="KIND_CPU")],
     )
@@ -203,8 +221,11 @@ def encoder_config(name: str, hidden: int, max_batch_size: int) -> ModelConfig:
 
 def tokenizer_config(name: str, max_batch_size: int) -> ModelConfig:
     return ModelConfig(
-        name=name, backend="python", max_batch_size=max_batch_size,
-        inputs=[TensorSpec(TEXT, "BYTES", [1])], outputs=[TensorSpec(n, "INT64", [-1]) for n in INPUTS],
+        name=name,
+        backend="python",
+        max_batch_size=max_batch_size,
+        inputs=[TensorSpec(TEXT, "BYTES", [1])],
+        outputs=[TensorSpec(n, "INT64", [-1]) for n in INPUTS],
         dynamic_batching=DynamicBatching(max_queue_delay_us=MAX_QUEUE_DELAY_US),
         instance_groups=[InstanceGroup(count=1, kind="KIND_CPU")],
     )
@@ -212,8 +233,13 @@ def tokenizer_config(name: str, max_batch_size: int) -> ModelConfig:
 
 def ensemble_pbtxt(name: str, hidden: int, max_batch_size: int) -> str:
     """config.pbtxt of the ensemble `name`: `name_tokenizer` then `name_encoder`, latest versions."""
-    typed = ModelConfig(name=name, platform="ensemble", max_batch_size=max_batch_size,
-                        inputs=[TensorSpec(TEXT, "BYTES", [1])], outputs=[TensorSpec(OUTPUT, "FP32", [hidden])])
+    typed = ModelConfig(
+        name=name,
+        platform="ensemble",
+        max_batch_size=max_batch_size,
+        inputs=[TensorSpec(TEXT, "BYTES", [1])],
+        outputs=[TensorSpec(OUTPUT, "FP32", [hidden])],
+    )
     msg = typed.to_proto()
     tokenize_step = msg.ensemble_scheduling.step.add(model_name=f"{name}_tokenizer", model_version=-1)
     tokenize_step.input_map[TEXT] = TEXT
@@ -225,9 +251,17 @@ def ensemble_pbtxt(name: str, hidden: int, max_batch_size: int) -> str:
     return pbtxt.dump(msg)
 
 
-def export_hf(model_dir: Path, repository: Path, name: str, max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
-              max_length: int = DEFAULT_MAX_LENGTH, opset: int = DEFAULT_OPSET, fp16: bool = False,
-              version: int | None = None, replace: bool = False) -> HfExportResult:
+def export_hf(
+    model_dir: Path,
+    repository: Path,
+    name: str,
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    opset: int = DEFAULT_OPSET,
+    fp16: bool = False,
+    version: int | None = None,
+    replace: bool = False,
+) -> HfExportResult:
     """Exports the encoder in `model_dir`, parity-checks it and writes the ensemble into `repository`.
 
     The three models get the same version number: the next one free in all three unless `version` pins it.
@@ -242,14 +276,17 @@ def export_hf(model_dir: Path, repository: Path, name: str, max_batch_size: int 
     if max_length < 1 or (limit and max_length > limit):
         raise UsageError(f"--max-length is {max_length}; model {model_dir.name} takes 1 to {limit} tokens")
     tokenizer = build_tokenizer(model_dir, max_length, getattr(source.config, "pad_token_id", None))
-    dirs = {role: repository / (name if role == "ensemble" else f"{name}_{role}")
-            for role in ("ensemble", "tokenizer", "encoder")}
+    dirs = {
+        role: repository / (name if role == "ensemble" else f"{name}_{role}")
+        for role in ("ensemble", "tokenizer", "encoder")
+    }
     number = version if version is not None else max(next_version(d) for d in dirs.values())
     created = [p for p in (repository, *dirs.values()) if not p.exists()]
     try:
         with ExitStack() as stack:
-            scratch = {role: stack.enter_context(new_version(d, number, replace=replace))[1]
-                       for role, d in dirs.items()}
+            scratch = {
+                role: stack.enter_context(new_version(d, number, replace=replace))[1] for role, d in dirs.items()
+            }
             exported = SentenceEmbedder(_copy_half(source) if fp16 else source)
             encoder_path = export_onnx(exported, scratch["encoder"] / "model.onnx", max_length, opset)
             tokenizer.save(str(scratch["tokenizer"] / "tokenizer.json"))
@@ -263,8 +300,13 @@ def export_hf(model_dir: Path, repository: Path, name: str, max_batch_size: int 
             shutil.rmtree(path, ignore_errors=True)
         raise
     logger.info("exported %s version %d: %s", name, number, parity)
-    return HfExportResult(name, number, dirs["encoder"] / str(number) / "model.onnx",
-                          dirs["tokenizer"] / str(number) / "tokenizer.json", parity)
+    return HfExportResult(
+        name,
+        number,
+        dirs["encoder"] / str(number) / "model.onnx",
+        dirs["tokenizer"] / str(number) / "tokenizer.json",
+        parity,
+    )
 
 
 def _copy_half(source: torch.nn.Module) -> torch.nn.Module:

@@ -15,7 +15,7 @@ import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import numpy as np
 import typer
@@ -41,8 +41,20 @@ TENSORRT_HELP = (
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
 _ONNX_TO_TRITON = {
-    1: "FP32", 2: "UINT8", 3: "INT8", 4: "UINT16", 5: "INT16", 6: "INT32", 7: "INT64", 8: "BYTES",
-    9: "BOOL", 10: "FP16", 11: "FP64", 12: "UINT32", 13: "UINT64", 16: "BF16",
+    1: "FP32",
+    2: "UINT8",
+    3: "INT8",
+    4: "UINT16",
+    5: "INT16",
+    6: "INT32",
+    7: "INT64",
+    8: "BYTES",
+    9: "BOOL",
+    10: "FP16",
+    11: "FP64",
+    12: "UINT32",
+    13: "UINT64",
+    16: "BF16",
 }
 
 
@@ -87,21 +99,33 @@ class ExportOptions:
             raise UsageError(f"--kind is {self.kind!r}; expected one of {', '.join(KINDS)}")
         if self.format == "tensorrt" and self.kind == "KIND_CPU":
             raise UsageError("--format tensorrt runs on NVIDIA GPUs only; drop --kind KIND_CPU (it implies KIND_GPU)")
-        for flag, value, minimum in (("--version", self.version, 1), ("--max-batch-size", self.max_batch_size, 1),
-                                     ("--instances", self.instances, 1), ("--opset", self.opset, 7)):
+        for flag, value, minimum in (
+            ("--version", self.version, 1),
+            ("--max-batch-size", self.max_batch_size, 1),
+            ("--instances", self.instances, 1),
+            ("--opset", self.opset, 7),
+        ):
             if value is not None and value < minimum:
                 raise UsageError(f"{flag} is {value}; expected {minimum} or more")
         object.__setattr__(self, "timeout_action", str(self.timeout_action).lower())
         if self.timeout_action not in TIMEOUT_ACTIONS:
-            raise UsageError(f"--timeout-action is {self.timeout_action!r}; expected one of {', '.join(TIMEOUT_ACTIONS)}")
+            raise UsageError(
+                f"--timeout-action is {self.timeout_action!r}; expected one of {', '.join(TIMEOUT_ACTIONS)}"
+            )
         if self.queue_policy is not None and not self.dynamic_batching:
-            raise UsageError("--max-queue-size, --queue-timeout-us and --timeout-action bound the dynamic batcher's "
-                             "queue; drop --no-dynamic-batching")
-        for flag, value in (("--max-queue-delay-us", self.max_queue_delay_us),
-                            ("--max-queue-size", self.max_queue_size), ("--queue-timeout-us", self.queue_timeout_us),
-                            ("--intra-op-threads", self.intra_op_threads),
-                            ("--warmup-batch-size", self.warmup_batch_size),
-                            ("--atol", self.atol), ("--rtol", self.rtol)):
+            raise UsageError(
+                "--max-queue-size, --queue-timeout-us and --timeout-action bound the dynamic batcher's "
+                "queue; drop --no-dynamic-batching"
+            )
+        for flag, value in (
+            ("--max-queue-delay-us", self.max_queue_delay_us),
+            ("--max-queue-size", self.max_queue_size),
+            ("--queue-timeout-us", self.queue_timeout_us),
+            ("--intra-op-threads", self.intra_op_threads),
+            ("--warmup-batch-size", self.warmup_batch_size),
+            ("--atol", self.atol),
+            ("--rtol", self.rtol),
+        ):
             if value is not None and value < 0:
                 raise UsageError(f"{flag} is {value}; expected 0 or more")
         if any(size < 1 for size in self.preferred_batch_sizes):
@@ -124,8 +148,11 @@ class ExportOptions:
         """The batcher's default queue policy: None (Triton's unbounded queue) unless a queue option is set."""
         if not self.max_queue_size and not self.queue_timeout_us and self.timeout_action == "reject":
             return None
-        return QueuePolicy(timeout_action=self.timeout_action.upper(), default_timeout_us=self.queue_timeout_us,
-                           max_queue_size=self.max_queue_size)
+        return QueuePolicy(
+            timeout_action=self.timeout_action.upper(),
+            default_timeout_us=self.queue_timeout_us,
+            max_queue_size=self.max_queue_size,
+        )
 
     @property
     def instance_kind(self) -> str:
@@ -149,16 +176,24 @@ class ExportOptions:
             atol = atol * max(1.0, peak)
         return (self.atol if self.atol is not None else atol), (self.rtol if self.rtol is not None else rtol)
 
-    def model_config(self, inputs: list[TensorSpec], outputs: list[TensorSpec], *, default_max_batch_size: int,
-                     parameters: dict[str, str] | None = None) -> ModelConfig:
+    def model_config(
+        self,
+        inputs: list[TensorSpec],
+        outputs: list[TensorSpec],
+        *,
+        default_max_batch_size: int,
+        parameters: dict[str, str] | None = None,
+    ) -> ModelConfig:
         """The config.pbtxt for this export: batching, instances and accelerator from the options."""
         max_batch = self.max_batch_size or default_max_batch_size
         too_large = [size for size in self.preferred_batch_sizes if size > max_batch]
         if too_large:
             raise UsageError(f"--preferred-batch-size {too_large} exceeds max_batch_size {max_batch}")
-        batching = DynamicBatching(max_queue_delay_us=self.max_queue_delay_us,
-                                   preferred_batch_sizes=tuple(sorted(set(self.preferred_batch_sizes))),
-                                   default_queue_policy=self.queue_policy)
+        batching = DynamicBatching(
+            max_queue_delay_us=self.max_queue_delay_us,
+            preferred_batch_sizes=tuple(sorted(set(self.preferred_batch_sizes))),
+            default_queue_policy=self.queue_policy,
+        )
         kind = self.instance_kind
         return ModelConfig(
             name=self.name,
@@ -168,8 +203,11 @@ class ExportOptions:
             outputs=outputs,
             dynamic_batching=batching if self.dynamic_batching else None,
             instance_groups=[InstanceGroup(count=self.instances or (2 if kind == "KIND_CPU" else 1), kind=kind)],
-            parameters={"intra_op_thread_count": str(self.intra_op_threads), "inter_op_thread_count": "1",
-                        **(parameters or {})},
+            parameters={
+                "intra_op_thread_count": str(self.intra_op_threads),
+                "inter_op_thread_count": "1",
+                **(parameters or {}),
+            },
             model_warmup=self._warmup(inputs, max_batch),
             response_cache=self.response_cache,
             gpu_execution_accelerator=self._tensorrt(inputs, max_batch),
@@ -182,10 +220,12 @@ class ExportOptions:
             raise UsageError(f"--warmup-batch-size {self.warmup_batch_size} exceeds max_batch_size {max_batch}")
         variable = [spec.name for spec in inputs if -1 in spec.dims]
         if variable:
-            raise UsageError(f"--warmup-batch-size needs fixed input shapes; {', '.join(variable)} "
-                             "has a variable dimension")
-        data = {spec.name: (spec.dtype, spec.dims, "random" if spec.dtype.startswith("FP") else "zero")
-                for spec in inputs}
+            raise UsageError(
+                f"--warmup-batch-size needs fixed input shapes; {', '.join(variable)} has a variable dimension"
+            )
+        data = {
+            spec.name: (spec.dtype, spec.dims, "random" if spec.dtype.startswith("FP") else "zero") for spec in inputs
+        }
         return [ModelWarmup(name=f"batch_{self.warmup_batch_size}", batch_size=self.warmup_batch_size, inputs=data)]
 
     def _tensorrt(self, inputs: list[TensorSpec], max_batch: int) -> dict | None:
@@ -202,7 +242,8 @@ class ExportOptions:
             optimal = max(self.preferred_batch_sizes, default=max_batch)
             for key, batch in (("min", 1), ("opt", optimal), ("max", max_batch)):
                 parameters[f"trt_profile_{key}_shapes"] = ",".join(
-                    f"{name}:" + "x".join(map(str, (batch, *dims))) for name, dims in shapes.items())
+                    f"{name}:" + "x".join(map(str, (batch, *dims))) for name, dims in shapes.items()
+                )
         return {"name": "tensorrt", "parameters": parameters}
 
 
@@ -226,19 +267,25 @@ def rename(defaults: list[str], overrides: tuple[str, ...], flag: str) -> list[s
         mapping = {old.strip(): new.strip() for old, _, new in pairs}
         unknown = sorted(set(mapping) - set(defaults))
         if unknown:
-            raise UsageError(f"{flag} renames {', '.join(unknown)}, which the model does not have; "
-                             f"its names are {', '.join(defaults)}")
+            raise UsageError(
+                f"{flag} renames {', '.join(unknown)}, which the model does not have; "
+                f"its names are {', '.join(defaults)}"
+            )
         names = [mapping.get(name, name) for name in defaults]
     elif not any(sep for _, sep, _ in pairs):
         if len(overrides) != len(defaults):
-            raise UsageError(f"{flag} gives {len(overrides)} names for {len(defaults)} tensors "
-                             f"({', '.join(defaults)}); give one per tensor in that order, or OLD=NEW pairs")
+            raise UsageError(
+                f"{flag} gives {len(overrides)} names for {len(defaults)} tensors "
+                f"({', '.join(defaults)}); give one per tensor in that order, or OLD=NEW pairs"
+            )
         names = [o.strip() for o in overrides]
     else:
         raise UsageError(f"{flag}: use either OLD=NEW pairs or plain names, not both ({', '.join(overrides)})")
     if not all(_NAME.fullmatch(n) for n in names) or len(set(names)) != len(names):
-        raise UsageError(f"{flag} gives {names}; names must be unique, start with a letter or '_' "
-                         "and hold only letters, digits, '_', '-', '.'")
+        raise UsageError(
+            f"{flag} gives {names}; names must be unique, start with a letter or '_' "
+            "and hold only letters, digits, '_', '-', '.'"
+        )
     return names
 
 
@@ -255,8 +302,9 @@ def specs_from_onnx(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
     def spec(value) -> TensorSpec:
         tensor = value.type.tensor_type
         if tensor.elem_type not in _ONNX_TO_TRITON:
-            raise ExportError(f"tensor `{value.name}` has ONNX element type {tensor.elem_type}, "
-                              "which Triton cannot carry")
+            raise ExportError(
+                f"tensor `{value.name}` has ONNX element type {tensor.elem_type}, which Triton cannot carry"
+            )
         dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1 for d in tensor.shape.dim)[1:]
         if not dims:
             return TensorSpec(value.name, _ONNX_TO_TRITON[tensor.elem_type], (1,), reshape=())
@@ -274,8 +322,10 @@ def check_dynamic_batch(path: Path) -> None:
     for value in [*graph.input, *graph.output]:
         dims = value.type.tensor_type.shape.dim
         if dims and dims[0].HasField("dim_value"):
-            raise ExportError(f"the exported graph fixes the batch dimension of `{value.name}` to {dims[0].dim_value}; "
-                             "Triton's dynamic batching needs it variable")
+            raise ExportError(
+                f"the exported graph fixes the batch dimension of `{value.name}` to {dims[0].dim_value}; "
+                "Triton's dynamic batching needs it variable"
+            )
 
 
 def read_sample(path: Path):
@@ -321,60 +371,177 @@ def _readable(*paths: Path) -> None:
 
 # The shared typer options, in the order `--help` lists them after the source's own.
 _OPTIONS = [
-    ("repository", Path, typer.Option(Path("model_repository"), "--repository", "-r",
-                                      envvar="TRITONKIT_MODEL_REPOSITORY", help="Triton model repository folder.")),
+    (
+        "repository",
+        Path,
+        typer.Option(
+            Path("model_repository"),
+            "--repository",
+            "-r",
+            envvar="TRITONKIT_MODEL_REPOSITORY",
+            help="Triton model repository folder.",
+        ),
+    ),
     ("name", str, typer.Option(..., "--name", "-n", help="Model name (its folder in the repository).")),
     ("version", Optional[int], typer.Option(None, help="Pin a version number (default: one above the highest).")),
     ("replace", bool, typer.Option(False, help="Overwrite the pinned --version when it exists.")),
     ("format", str, typer.Option("onnx", "--format", envvar="TRITONKIT_EXPORT_FORMAT", help=TENSORRT_HELP)),
-    ("fp16", bool, typer.Option(False, "--fp16", envvar="TRITONKIT_EXPORT_FP16",
-                                help="FP16 graph and tensors (for GPU deployments); parity is checked looser.")),
-    ("opset", Optional[int], typer.Option(None, envvar="TRITONKIT_EXPORT_OPSET",
-                                          help="ONNX opset (default per source).")),
-    ("max_batch_size", Optional[int], typer.Option(
-        None, envvar="TRITONKIT_EXPORT_MAX_BATCH_SIZE",
-        help=f"Largest batch Triton forms (default {TABULAR_MAX_BATCH_SIZE} for rows of features, "
-             f"{TENSOR_MAX_BATCH_SIZE} otherwise).")),
-    ("dynamic_batching", bool, typer.Option(True, "--dynamic-batching/--no-dynamic-batching",
-                                            envvar="TRITONKIT_EXPORT_DYNAMIC_BATCHING",
-                                            help="Let Triton merge concurrent requests into batches.")),
-    ("max_queue_delay_us", int, typer.Option(DEFAULT_MAX_QUEUE_DELAY_US, envvar="TRITONKIT_EXPORT_MAX_QUEUE_DELAY_US",
-                                             help="How long a request may wait for others to batch with.")),
-    ("preferred_batch_size", Optional[List[int]], typer.Option(
-        None, "--preferred-batch-size", envvar="TRITONKIT_EXPORT_PREFERRED_BATCH_SIZE",
-        help="Batch sizes the batcher aims for (repeat the option).")),
-    ("max_queue_size", int, typer.Option(
-        0, envvar="TRITONKIT_EXPORT_MAX_QUEUE_SIZE",
-        help="Most requests waiting in the batcher's queue; more are refused at once as overloaded "
-             "(UNAVAILABLE, 'Exceeds maximum queue size'). 0: unbounded.")),
-    ("queue_timeout_us", int, typer.Option(
-        0, envvar="TRITONKIT_EXPORT_QUEUE_TIMEOUT_US",
-        help="Longest a request may wait in the queue before --timeout-action applies. 0: no limit.")),
-    ("timeout_action", str, typer.Option(
-        "reject", envvar="TRITONKIT_EXPORT_TIMEOUT_ACTION",
-        help="reject (answer UNAVAILABLE at once) or delay (serve it after the others) a request that waited "
-             "past --queue-timeout-us.")),
-    ("instances", Optional[int], typer.Option(None, envvar="TRITONKIT_EXPORT_INSTANCES",
-                                              help="Model instances (default 2 on CPU, 1 on GPU).")),
-    ("kind", Optional[str], typer.Option(None, envvar="TRITONKIT_EXPORT_KIND",
-                                         help="KIND_CPU or KIND_GPU (default KIND_CPU; tensorrt: KIND_GPU).")),
-    ("intra_op_threads", int, typer.Option(1, envvar="TRITONKIT_EXPORT_INTRA_OP_THREADS",
-                                           help="ONNX Runtime threads per instance (0: one per core).")),
-    ("warmup_batch_size", int, typer.Option(0, envvar="TRITONKIT_EXPORT_WARMUP_BATCH_SIZE",
-                                            help="Warm each instance up with one batch of this size (0: no warmup).")),
-    ("response_cache", bool, typer.Option(False, "--response-cache/--no-response-cache",
-                                          envvar="TRITONKIT_EXPORT_RESPONSE_CACHE",
-                                          help="Let Triton's response cache answer repeated requests.")),
-    ("input_name", Optional[List[str]], typer.Option(
-        None, "--input-name", help="Rename inputs: OLD=NEW, or one plain name per input in order (repeat).")),
-    ("output_name", Optional[List[str]], typer.Option(
-        None, "--output-name", help="Rename outputs: OLD=NEW, or one plain name per output in order (repeat).")),
-    ("atol", Optional[float], typer.Option(None, envvar="TRITONKIT_EXPORT_ATOL",
-                                           help="Parity: largest absolute error allowed (default per source).")),
-    ("rtol", Optional[float], typer.Option(None, envvar="TRITONKIT_EXPORT_RTOL",
-                                           help="Parity: largest relative error allowed (default per source).")),
-    ("sample", Optional[Path], typer.Option(None, "--sample", help="Also check parity on these rows "
-                                            "(CSV or Parquet; .npz with one array per input).")),
+    (
+        "fp16",
+        bool,
+        typer.Option(
+            False,
+            "--fp16",
+            envvar="TRITONKIT_EXPORT_FP16",
+            help="FP16 graph and tensors (for GPU deployments); parity is checked looser.",
+        ),
+    ),
+    (
+        "opset",
+        Optional[int],
+        typer.Option(None, envvar="TRITONKIT_EXPORT_OPSET", help="ONNX opset (default per source)."),
+    ),
+    (
+        "max_batch_size",
+        Optional[int],
+        typer.Option(
+            None,
+            envvar="TRITONKIT_EXPORT_MAX_BATCH_SIZE",
+            help=f"Largest batch Triton forms (default {TABULAR_MAX_BATCH_SIZE} for rows of features, "
+            f"{TENSOR_MAX_BATCH_SIZE} otherwise).",
+        ),
+    ),
+    (
+        "dynamic_batching",
+        bool,
+        typer.Option(
+            True,
+            "--dynamic-batching/--no-dynamic-batching",
+            envvar="TRITONKIT_EXPORT_DYNAMIC_BATCHING",
+            help="Let Triton merge concurrent requests into batches.",
+        ),
+    ),
+    (
+        "max_queue_delay_us",
+        int,
+        typer.Option(
+            DEFAULT_MAX_QUEUE_DELAY_US,
+            envvar="TRITONKIT_EXPORT_MAX_QUEUE_DELAY_US",
+            help="How long a request may wait for others to batch with.",
+        ),
+    ),
+    (
+        "preferred_batch_size",
+        Optional[list[int]],
+        typer.Option(
+            None,
+            "--preferred-batch-size",
+            envvar="TRITONKIT_EXPORT_PREFERRED_BATCH_SIZE",
+            help="Batch sizes the batcher aims for (repeat the option).",
+        ),
+    ),
+    (
+        "max_queue_size",
+        int,
+        typer.Option(
+            0,
+            envvar="TRITONKIT_EXPORT_MAX_QUEUE_SIZE",
+            help="Most requests waiting in the batcher's queue; more are refused at once as overloaded "
+            "(UNAVAILABLE, 'Exceeds maximum queue size'). 0: unbounded.",
+        ),
+    ),
+    (
+        "queue_timeout_us",
+        int,
+        typer.Option(
+            0,
+            envvar="TRITONKIT_EXPORT_QUEUE_TIMEOUT_US",
+            help="Longest a request may wait in the queue before --timeout-action applies. 0: no limit.",
+        ),
+    ),
+    (
+        "timeout_action",
+        str,
+        typer.Option(
+            "reject",
+            envvar="TRITONKIT_EXPORT_TIMEOUT_ACTION",
+            help="reject (answer UNAVAILABLE at once) or delay (serve it after the others) a request that waited "
+            "past --queue-timeout-us.",
+        ),
+    ),
+    (
+        "instances",
+        Optional[int],
+        typer.Option(None, envvar="TRITONKIT_EXPORT_INSTANCES", help="Model instances (default 2 on CPU, 1 on GPU)."),
+    ),
+    (
+        "kind",
+        Optional[str],
+        typer.Option(
+            None, envvar="TRITONKIT_EXPORT_KIND", help="KIND_CPU or KIND_GPU (default KIND_CPU; tensorrt: KIND_GPU)."
+        ),
+    ),
+    (
+        "intra_op_threads",
+        int,
+        typer.Option(
+            1, envvar="TRITONKIT_EXPORT_INTRA_OP_THREADS", help="ONNX Runtime threads per instance (0: one per core)."
+        ),
+    ),
+    (
+        "warmup_batch_size",
+        int,
+        typer.Option(
+            0,
+            envvar="TRITONKIT_EXPORT_WARMUP_BATCH_SIZE",
+            help="Warm each instance up with one batch of this size (0: no warmup).",
+        ),
+    ),
+    (
+        "response_cache",
+        bool,
+        typer.Option(
+            False,
+            "--response-cache/--no-response-cache",
+            envvar="TRITONKIT_EXPORT_RESPONSE_CACHE",
+            help="Let Triton's response cache answer repeated requests.",
+        ),
+    ),
+    (
+        "input_name",
+        Optional[list[str]],
+        typer.Option(
+            None, "--input-name", help="Rename inputs: OLD=NEW, or one plain name per input in order (repeat)."
+        ),
+    ),
+    (
+        "output_name",
+        Optional[list[str]],
+        typer.Option(
+            None, "--output-name", help="Rename outputs: OLD=NEW, or one plain name per output in order (repeat)."
+        ),
+    ),
+    (
+        "atol",
+        Optional[float],
+        typer.Option(
+            None, envvar="TRITONKIT_EXPORT_ATOL", help="Parity: largest absolute error allowed (default per source)."
+        ),
+    ),
+    (
+        "rtol",
+        Optional[float],
+        typer.Option(
+            None, envvar="TRITONKIT_EXPORT_RTOL", help="Parity: largest relative error allowed (default per source)."
+        ),
+    ),
+    (
+        "sample",
+        Optional[Path],
+        typer.Option(
+            None, "--sample", help="Also check parity on these rows (CSV or Parquet; .npz with one array per input)."
+        ),
+    ),
 ]
 
 
@@ -391,8 +558,10 @@ def export_options(command):
     """Decorator for a typer command: adds the shared options and passes them as `options: ExportOptions`."""
     signature = inspect.signature(command, eval_str=True)
     own = [p for p in signature.parameters.values() if p.name != "options"]
-    shared = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
-              for name, annotation, default in _OPTIONS]
+    shared = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+        for name, annotation, default in _OPTIONS
+    ]
 
     @functools.wraps(command)
     def wrapper(**kwargs):

@@ -36,8 +36,10 @@ def new_version(model_dir: Path, version: int | None = None, replace: bool = Fal
         raise ExportError(f"--version must be 1 or more, got {number}")
     target = model_dir / str(number)
     if target.exists() and not replace:
-        raise ExportError(f"version {number} of `{model_dir.name}` already exists at {target}; "
-                          "leave --version out to add the next one, or pass --replace")
+        raise ExportError(
+            f"version {number} of `{model_dir.name}` already exists at {target}; "
+            "leave --version out to add the next one, or pass --replace"
+        )
     scratch = Path(tempfile.mkdtemp(prefix=f".{number}-", dir=model_dir))
     try:
         yield number, scratch

@@ -23,8 +23,16 @@ from pathlib import Path
 import numpy as np
 
 from tritonkit.errors import ExportError, UsageError
-from tritonkit.export.options import (TABULAR_MAX_BATCH_SIZE, ExportOptions, ExportResult, check_dynamic_batch,
-                                      read_sample, rename, specs_from_onnx, versioned)
+from tritonkit.export.options import (
+    TABULAR_MAX_BATCH_SIZE,
+    ExportOptions,
+    ExportResult,
+    check_dynamic_batch,
+    read_sample,
+    rename,
+    specs_from_onnx,
+    versioned,
+)
 from tritonkit.export.parity import check, compare
 
 logger = logging.getLogger(__name__)
@@ -49,8 +57,10 @@ class LabelAgreement:
         return self.mismatches == 0
 
     def __str__(self) -> str:
-        return (f"{self.output}: {self.mismatches} of {self.rows} labels differ"
-                f" ({self.ties} more at probability ties, allowed)")
+        return (
+            f"{self.output}: {self.mismatches} of {self.rows} labels differ"
+            f" ({self.ties} more at probability ties, allowed)"
+        )
 
 
 def describe(estimator) -> str:
@@ -88,8 +98,7 @@ def feature_count(estimator, given: int | None) -> int:
     """The number of input features: the estimator's `n_features_in_`, else --n-features."""
     known = getattr(estimator, "n_features_in_", None)
     if known is None and given is None:
-        raise UsageError(f"{describe(estimator)} does not record how many features it was fitted on; "
-                         "pass --n-features")
+        raise UsageError(f"{describe(estimator)} does not record how many features it was fitted on; pass --n-features")
     if known is not None and given is not None and int(known) != given:
         raise UsageError(f"--n-features is {given}, but {describe(estimator)} was fitted on {known} features")
     return int(known if known is not None else given)
@@ -151,21 +160,26 @@ def sample_rows(path: Path, estimator, n: int) -> np.ndarray:
     if numeric.shape[1] != n:
         named = f" ({', '.join(map(str, names))})" if names is not None else ""
         columns = ", ".join(map(str, numeric.columns))
-        raise UsageError(f"--sample {path} has {numeric.shape[1]} numeric columns ({columns}); "
-                         f"the model takes {n} features{named}: keep only those columns")
+        raise UsageError(
+            f"--sample {path} has {numeric.shape[1]} numeric columns ({columns}); "
+            f"the model takes {n} features{named}: keep only those columns"
+        )
     return numeric.to_numpy(np.float32)
 
 
 def convert(estimator, n: int, input_name: str, opset: int):
     """The estimator as an ONNX ModelProto with a dynamic batch dimension (skl2onnx, no ZipMap)."""
-    from sklearn.base import is_classifier
     from skl2onnx import to_onnx
     from skl2onnx.common.data_types import FloatTensorType
+    from sklearn.base import is_classifier
 
     try:
-        return to_onnx(estimator, initial_types=[(input_name, FloatTensorType([None, n]))],
-                       options={"zipmap": False} if is_classifier(estimator) else None,
-                       target_opset={"": opset, "ai.onnx.ml": ML_OPSET})
+        return to_onnx(
+            estimator,
+            initial_types=[(input_name, FloatTensorType([None, n]))],
+            options={"zipmap": False} if is_classifier(estimator) else None,
+            target_opset={"": opset, "ai.onnx.ml": ML_OPSET},
+        )
     except Exception as e:  # skl2onnx raises RuntimeError, MissingShapeCalculator, NotImplementedError, ...
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ExportError(f"skl2onnx cannot convert {describe(estimator)}: {reason}") from e
@@ -195,14 +209,18 @@ def exact_standard_scalers(model, estimator) -> int:
                 continue
             attrs = {a.name: np.asarray(helper.get_attribute_value(a), np.float32) for a in node.attribute}
             if attrs.get("offset", np.zeros(0)).shape != (n,) or not (
-                    np.array_equal(attrs["offset"], mean) and np.array_equal(attrs.get("scale"), inverse)):
+                np.array_equal(attrs["offset"], mean) and np.array_equal(attrs.get("scale"), inverse)
+            ):
                 continue
             prefix = f"tritonkit_scaler{k}"
-            graph.initializer.extend([numpy_helper.from_array(mean, f"{prefix}_mean"),
-                                      numpy_helper.from_array(std, f"{prefix}_std")])
-            nodes = [helper.make_node("Cast", [node.input[0]], [f"{prefix}_x"], to=TensorProto.FLOAT),
-                     helper.make_node("Sub", [f"{prefix}_x", f"{prefix}_mean"], [f"{prefix}_centred"]),
-                     helper.make_node("Div", [f"{prefix}_centred", f"{prefix}_std"], [node.output[0]])]
+            graph.initializer.extend(
+                [numpy_helper.from_array(mean, f"{prefix}_mean"), numpy_helper.from_array(std, f"{prefix}_std")]
+            )
+            nodes = [
+                helper.make_node("Cast", [node.input[0]], [f"{prefix}_x"], to=TensorProto.FLOAT),
+                helper.make_node("Sub", [f"{prefix}_x", f"{prefix}_mean"], [f"{prefix}_centred"]),
+                helper.make_node("Div", [f"{prefix}_centred", f"{prefix}_std"], [node.output[0]]),
+            ]
             del graph.node[i]
             for j, new in enumerate(nodes):
                 graph.node.insert(i + j, new)
@@ -260,8 +278,15 @@ def _source_frame(estimator, rows: np.ndarray):
     return pd.DataFrame(rows, columns=list(names))  # fitted on a DataFrame: predict on one, no warning
 
 
-def parity(estimator, path: Path, rows: np.ndarray, input_name: str, outputs: list[str], classifier: bool,
-           options: ExportOptions) -> list:
+def parity(
+    estimator,
+    path: Path,
+    rows: np.ndarray,
+    input_name: str,
+    outputs: list[str],
+    classifier: bool,
+    options: ExportOptions,
+) -> list:
     """Run the ONNX graph in onnxruntime and the estimator on `rows`; raise ExportError when they differ."""
     import onnxruntime as ort
 
@@ -293,25 +318,37 @@ def export_sklearn(model_path: Path, options: ExportOptions, n_features: int | N
     from sklearn.base import is_classifier, is_regressor
 
     if options.fp16_graph:
-        raise UsageError("--fp16: scikit-learn graphs use ONNX-ML operators (trees, scalers, linear models) that "
-                         "ONNX Runtime runs in float32 only; export without it (with --format tensorrt, --fp16 "
-                         "sets TensorRT's precision mode instead)")
+        raise UsageError(
+            "--fp16: scikit-learn graphs use ONNX-ML operators (trees, scalers, linear models) that "
+            "ONNX Runtime runs in float32 only; export without it (with --format tensorrt, --fp16 "
+            "sets TensorRT's precision mode instead)"
+        )
     estimator = load_estimator(model_path)
     n = feature_count(estimator, n_features)
     classifier = is_classifier(estimator)
     if not classifier and not is_regressor(estimator):
-        raise UsageError(f"{describe(estimator)} is neither a classifier nor a regressor; "
-                         "tritonkit exports those two kinds of scikit-learn model")
-    defaults = ["label", "probabilities" if hasattr(estimator, "predict_proba") else "scores"] \
-        if classifier else ["prediction"]
+        raise UsageError(
+            f"{describe(estimator)} is neither a classifier nor a regressor; "
+            "tritonkit exports those two kinds of scikit-learn model"
+        )
+    defaults = (
+        ["label", "probabilities" if hasattr(estimator, "predict_proba") else "scores"]
+        if classifier
+        else ["prediction"]
+    )
     [input_name] = rename(["features"], options.input_names, "--input-name")
     outputs = rename(defaults, options.output_names, "--output-name")
     model = convert(estimator, n, input_name, options.opset or DEFAULT_OPSET)
     exact_standard_scalers(model, estimator)
     name_outputs(model, outputs, classifier)
     names = getattr(estimator, "feature_names_in_", None)
-    onnx.helper.set_model_props(model, {"tritonkit.source": describe(estimator),
-                                        **({"tritonkit.feature_names": ",".join(names)} if names is not None else {})})
+    onnx.helper.set_model_props(
+        model,
+        {
+            "tritonkit.source": describe(estimator),
+            **({"tritonkit.feature_names": ",".join(names)} if names is not None else {}),
+        },
+    )
     onnx.checker.check_model(model)
     rows = random_rows(estimator, n)
     checked = f"{len(rows)} random rows"
@@ -320,8 +357,9 @@ def export_sklearn(model_path: Path, options: ExportOptions, n_features: int | N
         rows = np.concatenate([rows, sample])
         checked += f" + {len(sample)} rows of {options.sample.name}"
     if options.format == "tensorrt":
-        logger.warning("%s: TensorRT takes none of the ONNX-ML operators; ONNX Runtime runs them on CUDA or CPU",
-                       options.name)
+        logger.warning(
+            "%s: TensorRT takes none of the ONNX-ML operators; ONNX Runtime runs them on CUDA or CPU", options.name
+        )
     with versioned(options) as (number, scratch):
         path = scratch / "model.onnx"
         onnx.save(model, path)
@@ -329,8 +367,9 @@ def export_sklearn(model_path: Path, options: ExportOptions, n_features: int | N
         results = parity(estimator, path, rows, input_name, outputs, classifier, options)
         inputs, output_specs = specs_from_onnx(path)
         parameters = {"feature_names": ",".join(map(str, names))} if names is not None else {}
-        config = options.model_config(inputs, output_specs, default_max_batch_size=TABULAR_MAX_BATCH_SIZE,
-                                      parameters=parameters)
+        config = options.model_config(
+            inputs, output_specs, default_max_batch_size=TABULAR_MAX_BATCH_SIZE, parameters=parameters
+        )
         config.write(options.model_dir)
     logger.info("exported %s version %d: %s", options.name, number, "; ".join(map(str, results)))
     return ExportResult(options.model_dir / str(number) / "model.onnx", number, config, results, checked)

@@ -54,7 +54,9 @@ class TritonPythonModel:
                 try:
                     value = value.decode("utf-8")
                 except UnicodeDecodeError as e:
-                    raise ValueError(f"model '{self.model_name}': input '{TEXT}' row {row} is not UTF-8 ({e})")
+                    raise ValueError(
+                        f"model '{self.model_name}': input '{TEXT}' row {row} is not UTF-8 ({e})"
+                    ) from None
             texts.append(str(value))
         return texts
 

@@ -69,7 +69,5 @@ def torch_parity(
         torch_out = module.eval()(*(torch.from_numpy(np.array(v)) for v in inputs.values()))
     if isinstance(torch_out, torch.Tensor):
         torch_out = (torch_out,)
-    results = [
-        compare(name, t.numpy(), o, atol, rtol) for name, t, o in zip(output_names, torch_out, onnx_out)
-    ]
+    results = [compare(name, t.numpy(), o, atol, rtol) for name, t, o in zip(output_names, torch_out, onnx_out)]
     return check(results)

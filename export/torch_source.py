@@ -28,8 +28,17 @@ import numpy as np
 import torch
 
 from tritonkit.errors import ExportError, UsageError
-from tritonkit.export.options import (TABULAR_MAX_BATCH_SIZE, TENSOR_MAX_BATCH_SIZE, ExportOptions, ExportResult,
-                                      check_dynamic_batch, read_sample, rename, specs_from_onnx, versioned)
+from tritonkit.export.options import (
+    TABULAR_MAX_BATCH_SIZE,
+    TENSOR_MAX_BATCH_SIZE,
+    ExportOptions,
+    ExportResult,
+    check_dynamic_batch,
+    read_sample,
+    rename,
+    specs_from_onnx,
+    versioned,
+)
 from tritonkit.export.parity import check, compare
 from tritonkit.export.torch_onnx import DEFAULT_OPSET, MAX_BATCH_DIM
 
@@ -39,9 +48,17 @@ RANDOM_ROWS = 256
 RANDOM_ELEMENTS = 4_000_000  # per input: fewer rows for images and long sequences
 ATOL, RTOL = 1e-4, 1e-3
 FP16_ATOL, FP16_RTOL = 1e-2, 1e-2
-DTYPES = {"FP32": torch.float32, "FP16": torch.float16, "FP64": torch.float64,
-          "INT64": torch.int64, "INT32": torch.int32, "INT16": torch.int16, "INT8": torch.int8,
-          "UINT8": torch.uint8, "BOOL": torch.bool}
+DTYPES = {
+    "FP32": torch.float32,
+    "FP16": torch.float16,
+    "FP64": torch.float64,
+    "INT64": torch.int64,
+    "INT32": torch.int32,
+    "INT16": torch.int16,
+    "INT8": torch.int8,
+    "UINT8": torch.uint8,
+    "BOOL": torch.bool,
+}
 FLOATS = ("FP32", "FP16", "FP64")
 
 
@@ -68,8 +85,10 @@ def parse_inputs(shapes: list[str], dtypes: list[str]) -> list[InputSpec]:
         except ValueError:
             parsed = ()
         if not sep or not name or not parsed or any(d < 1 for d in parsed):
-            raise UsageError(f"--input-shape {text!r}: expected NAME=DIMS without the batch dimension, "
-                             "each dim a positive integer: x=5, image=3x224x224")
+            raise UsageError(
+                f"--input-shape {text!r}: expected NAME=DIMS without the batch dimension, "
+                "each dim a positive integer: x=5, image=3x224x224"
+            )
         if name in specs:
             raise UsageError(f"--input-shape gives `{name}` twice")
         specs[name] = parsed
@@ -80,8 +99,9 @@ def parse_inputs(shapes: list[str], dtypes: list[str]) -> list[InputSpec]:
         if not sep or dtype not in DTYPES:
             raise UsageError(f"--input-dtype {text!r}: expected NAME=TYPE with TYPE one of {', '.join(DTYPES)}")
         if name not in specs:
-            raise UsageError(f"--input-dtype names `{name}`, which no --input-shape gives "
-                             f"(inputs: {', '.join(specs) or 'none'})")
+            raise UsageError(
+                f"--input-dtype names `{name}`, which no --input-shape gives (inputs: {', '.join(specs) or 'none'})"
+            )
         types[name] = dtype
     return [InputSpec(name, dims, types.get(name, "FP32")) for name, dims in specs.items()]
 
@@ -123,8 +143,10 @@ def load_weights(module: torch.nn.Module, path: Path) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise UsageError(f"--weights {path} is not a state_dict file ({type(e).__name__}); "
-                         "save one with torch.save(model.state_dict(), path)") from e
+        raise UsageError(
+            f"--weights {path} is not a state_dict file ({type(e).__name__}); "
+            "save one with torch.save(model.state_dict(), path)"
+        ) from e
     if isinstance(state, dict):
         for key in ("state_dict", "model_state_dict", "model"):
             if isinstance(state.get(key), dict):
@@ -137,8 +159,10 @@ def load_weights(module: torch.nn.Module, path: Path) -> None:
     except RuntimeError as e:  # shapes that do not fit the module's parameters
         raise UsageError(f"--weights {path} does not fit {type(module).__name__}: {e}") from e
     if result.missing_keys or result.unexpected_keys:
-        raise UsageError(f"--weights {path} does not fit {type(module).__name__}: "
-                         f"missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}")
+        raise UsageError(
+            f"--weights {path} does not fit {type(module).__name__}: "
+            f"missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}"
+        )
 
 
 def _program_inputs(program, path: Path) -> list[InputSpec]:
@@ -150,12 +174,16 @@ def _program_inputs(program, path: Path) -> list[InputSpec]:
         if not isinstance(value, torch.Tensor) or value.dim() == 0:
             raise UsageError(f"{path}: input `{name}` is not a batched tensor")
         if not isinstance(value.shape[0], torch.SymInt):
-            raise UsageError(f"{path} was saved with a fixed batch size of {value.shape[0]} for `{name}`; export it "
-                             f"with dynamic_shapes={{'{name}': {{0: torch.export.Dim('batch')}}}} so Triton can batch")
+            raise UsageError(
+                f"{path} was saved with a fixed batch size of {value.shape[0]} for `{name}`; export it "
+                f"with dynamic_shapes={{'{name}': {{0: torch.export.Dim('batch')}}}} so Triton can batch"
+            )
         dims = tuple(d if isinstance(d, int) else -1 for d in value.shape[1:])
         if -1 in dims:
-            raise UsageError(f"{path}: input `{name}` has a variable dimension besides the batch; "
-                             "tritonkit exports fixed shapes per row")
+            raise UsageError(
+                f"{path}: input `{name}` has a variable dimension besides the batch; "
+                "tritonkit exports fixed shapes per row"
+            )
         specs.append(InputSpec(name, dims, to_triton.get(value.dtype, str(value.dtype))))
     return specs
 
@@ -180,8 +208,7 @@ def _forward_names(module, kind: str) -> list[str] | None:
     return [p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
 
 
-def load_source(model_file: Path | None, factory: str | None, weights: Path | None,
-                inputs: list[InputSpec]) -> Source:
+def load_source(model_file: Path | None, factory: str | None, weights: Path | None, inputs: list[InputSpec]) -> Source:
     """Load the model from a file or a factory; check the --input-shape names against forward()."""
     if (model_file is None) == (factory is None):
         raise UsageError("give either MODEL_FILE (.pt TorchScript, .pt2 torch.export) or --model pkg.module:callable")
@@ -197,8 +224,9 @@ def load_source(model_file: Path | None, factory: str | None, weights: Path | No
             except Exception as e:
                 raise UsageError(f"{model_file} is not a torch.export program ({type(e).__name__}: {e})") from e
             if inputs:
-                raise UsageError(f"{model_file} records its inputs' shapes and dtypes; "
-                                 "drop --input-shape/--input-dtype")
+                raise UsageError(
+                    f"{model_file} records its inputs' shapes and dtypes; drop --input-shape/--input-dtype"
+                )
             specs = _program_inputs(program, model_file)
             return Source("program", model_file.name, program.module(), specs, [s.name for s in specs])
         try:
@@ -206,8 +234,10 @@ def load_source(model_file: Path | None, factory: str | None, weights: Path | No
                 warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 deprecates TorchScript
                 module = torch.jit.load(str(model_file), map_location="cpu")
         except Exception as e:
-            raise UsageError(f"{model_file} is not a TorchScript file ({type(e).__name__}); for a state_dict use "
-                             "--model pkg.module:callable --weights FILE, for torch.export save a .pt2") from e
+            raise UsageError(
+                f"{model_file} is not a TorchScript file ({type(e).__name__}); for a state_dict use "
+                "--model pkg.module:callable --weights FILE, for torch.export save a .pt2"
+            ) from e
         source = Source("torchscript", model_file.name, module, inputs, _forward_names(module, "torchscript"))
     else:
         module = load_factory(factory)
@@ -219,10 +249,12 @@ def load_source(model_file: Path | None, factory: str | None, weights: Path | No
         expected = ", ".join(source.forward_names or []) or "each forward argument"
         raise UsageError(f"{source.label}: give --input-shape NAME=DIMS for {expected} (dims without the batch)")
     names = [s.name for s in source.inputs]
-    if source.forward_names is not None and names != source.forward_names[:len(names)]:
+    if source.forward_names is not None and names != source.forward_names[: len(names)]:
         forward = ", ".join(source.forward_names)
-        raise UsageError(f"--input-shape names {', '.join(names)} do not match forward({forward}) "
-                         f"of {source.label}: give them in that order")
+        raise UsageError(
+            f"--input-shape names {', '.join(names)} do not match forward({forward}) "
+            f"of {source.label}: give them in that order"
+        )
     return source
 
 
@@ -258,12 +290,16 @@ def sample_inputs(path: Path, inputs: list[InputSpec]) -> dict[str, np.ndarray]:
     elif len(inputs) == 1 and table.select_dtypes("number").shape[1] == int(np.prod(inputs[0].dims)):
         arrays = {names[0]: table.select_dtypes("number").to_numpy().reshape(len(table), *inputs[0].dims)}
     else:
-        raise UsageError(f"--sample {path}: expected columns {', '.join(names)} (one per [1]-wide input), or only "
-                         f"the one input's {int(np.prod(inputs[0].dims))} numeric columns, or an .npz per input")
+        raise UsageError(
+            f"--sample {path}: expected columns {', '.join(names)} (one per [1]-wide input), or only "
+            f"the one input's {int(np.prod(inputs[0].dims))} numeric columns, or an .npz per input"
+        )
     for spec in inputs:
         if arrays[spec.name].shape[1:] != spec.dims:
-            raise UsageError(f"--sample {path}: `{spec.name}` has rows of shape {list(arrays[spec.name].shape[1:])}, "
-                             f"expected {list(spec.dims)}")
+            raise UsageError(
+                f"--sample {path}: `{spec.name}` has rows of shape {list(arrays[spec.name].shape[1:])}, "
+                f"expected {list(spec.dims)}"
+            )
     return arrays
 
 
@@ -282,12 +318,21 @@ def run_torch(module, arrays: dict[str, np.ndarray], inputs: list[InputSpec]) ->
     tensors = [torch.from_numpy(np.ascontiguousarray(arrays[s.name])).to(s.torch_dtype) for s in inputs]
     with torch.no_grad():
         outputs = _flatten(module(*tensors))
-    return [(name, value.detach().float().numpy() if value.is_floating_point() else value.numpy())
-            for name, value in outputs]
+    return [
+        (name, value.detach().float().numpy() if value.is_floating_point() else value.numpy())
+        for name, value in outputs
+    ]
 
 
-def export_graph(module, source: Source, example: list[torch.Tensor], input_names: list[str],
-                 output_names: list[str], path: Path, opset: int) -> None:
+def export_graph(
+    module,
+    source: Source,
+    example: list[torch.Tensor],
+    input_names: list[str],
+    output_names: list[str],
+    path: Path,
+    opset: int,
+) -> None:
     """Write `module` as one ONNX file with a dynamic first dimension on every input and output."""
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with warnings.catch_warnings():
@@ -295,15 +340,34 @@ def export_graph(module, source: Source, example: list[torch.Tensor], input_name
             warnings.simplefilter("ignore", category)
         try:
             if source.kind == "torchscript":  # torch.export cannot trace a ScriptModule: the TorchScript exporter
-                torch.onnx.export(module, tuple(example), str(path), input_names=input_names,
-                                  output_names=output_names, opset_version=opset, dynamo=False,
-                                  dynamic_axes={name: {0: "batch"} for name in [*input_names, *output_names]})
+                torch.onnx.export(
+                    module,
+                    tuple(example),
+                    str(path),
+                    input_names=input_names,
+                    output_names=output_names,
+                    opset_version=opset,
+                    dynamo=False,
+                    dynamic_axes={name: {0: "batch"} for name in [*input_names, *output_names]},
+                )
                 return
-            batch = torch.export.Dim.DYNAMIC if source.kind == "program" else \
-                torch.export.Dim("batch", min=1, max=MAX_BATCH_DIM)
-            torch.onnx.export(module, tuple(example), str(path), input_names=input_names, output_names=output_names,
-                              dynamic_shapes=tuple({0: batch} for _ in example), opset_version=opset, dynamo=True,
-                              external_data=False, verbose=False)
+            batch = (
+                torch.export.Dim.DYNAMIC
+                if source.kind == "program"
+                else torch.export.Dim("batch", min=1, max=MAX_BATCH_DIM)
+            )
+            torch.onnx.export(
+                module,
+                tuple(example),
+                str(path),
+                input_names=input_names,
+                output_names=output_names,
+                dynamic_shapes=tuple({0: batch} for _ in example),
+                opset_version=opset,
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+            )
         except Exception as e:
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ExportError(f"torch.onnx.export failed for {source.label}: {reason}") from e
@@ -315,14 +379,23 @@ def _numpy_dtype(spec: InputSpec, fp16: bool) -> np.dtype:
     return torch.empty(0, dtype=spec.torch_dtype).numpy().dtype
 
 
-def parity(path: Path, source_module, arrays: dict[str, np.ndarray], inputs: list[InputSpec],
-           input_names: list[str], output_names: list[str], options: ExportOptions) -> list:
+def parity(
+    path: Path,
+    source_module,
+    arrays: dict[str, np.ndarray],
+    inputs: list[InputSpec],
+    input_names: list[str],
+    output_names: list[str],
+    options: ExportOptions,
+) -> list:
     """ONNX (first row alone, the rest as one batch) against the FP32 source on the same values."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    feeds = {name: arrays[spec.name].astype(_numpy_dtype(spec, options.fp16_graph))
-             for spec, name in zip(inputs, input_names)}
+    feeds = {
+        name: arrays[spec.name].astype(_numpy_dtype(spec, options.fp16_graph))
+        for spec, name in zip(inputs, input_names)
+    }
     source_arrays = {spec.name: feeds[name] for spec, name in zip(inputs, input_names)}  # FP16-rounded with --fp16
     expected = run_torch(source_module, source_arrays, inputs)
     first = session.run(output_names, {k: v[:1] for k, v in feeds.items()})
@@ -335,9 +408,15 @@ def parity(path: Path, source_module, arrays: dict[str, np.ndarray], inputs: lis
     return check(results)
 
 
-def export_torch(options: ExportOptions, *, model_file: Path | None = None, factory: str | None = None,
-                 weights: Path | None = None, input_shapes: list[str] = (),
-                 input_dtypes: list[str] = ()) -> ExportResult:
+def export_torch(
+    options: ExportOptions,
+    *,
+    model_file: Path | None = None,
+    factory: str | None = None,
+    weights: Path | None = None,
+    input_shapes: list[str] = (),
+    input_dtypes: list[str] = (),
+) -> ExportResult:
     """Export, parity-check and write a PyTorch model as the next version of `options.name`."""
     source = load_source(model_file, factory, weights, parse_inputs(list(input_shapes), list(input_dtypes)))
     inputs = source.inputs
@@ -361,8 +440,10 @@ def export_torch(options: ExportOptions, *, model_file: Path | None = None, fact
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # deepcopy of ScriptModules and GraphModules warns about internals
             exported = copy.deepcopy(source_module).half()
-    example = [torch.from_numpy(np.ascontiguousarray(arrays[s.name][:2].astype(_numpy_dtype(s, options.fp16_graph))))
-               for s in inputs]
+    example = [
+        torch.from_numpy(np.ascontiguousarray(arrays[s.name][:2].astype(_numpy_dtype(s, options.fp16_graph))))
+        for s in inputs
+    ]
     tabular = all(len(s.dims) <= 1 for s in inputs)
     with versioned(options) as (number, scratch):
         path = scratch / "model.onnx"
@@ -370,8 +451,11 @@ def export_torch(options: ExportOptions, *, model_file: Path | None = None, fact
         check_dynamic_batch(path)
         results = parity(path, source_module, arrays, inputs, input_names, output_names, options)
         input_specs, output_specs = specs_from_onnx(path)
-        config = options.model_config(input_specs, output_specs, default_max_batch_size=(
-            TABULAR_MAX_BATCH_SIZE if tabular else TENSOR_MAX_BATCH_SIZE))
+        config = options.model_config(
+            input_specs,
+            output_specs,
+            default_max_batch_size=(TABULAR_MAX_BATCH_SIZE if tabular else TENSOR_MAX_BATCH_SIZE),
+        )
         config.write(options.model_dir)
     logger.info("exported %s version %d: %s", options.name, number, "; ".join(map(str, results)))
     return ExportResult(options.model_dir / str(number) / "model.onnx", number, config, results, checked)

@@ -41,8 +41,17 @@ _SERVER_ERROR = re.compile(r"^error: (.*)$", re.MULTILINE)
 # and log settings (both write files). Inference, health and metadata stay open; so do model-config
 # (read-only; the kit's clients and perf_analyzer read max_batch_size from it) and statistics
 # (read-only counters that the unauthenticated metrics port publishes anyway).
-RESTRICTABLE_APIS = ("health", "metadata", "inference", "shared-memory", "model-config", "model-repository",
-                     "statistics", "trace", "logging")
+RESTRICTABLE_APIS = (
+    "health",
+    "metadata",
+    "inference",
+    "shared-memory",
+    "model-config",
+    "model-repository",
+    "statistics",
+    "trace",
+    "logging",
+)
 DEFAULT_RESTRICTED_APIS = ("model-repository", "shared-memory", "trace", "logging")
 ADMIN_HEADER = "tritonkit-admin-key"
 GRPC_HEADER_PREFIX = "triton-grpc-protocol-"  # Triton prefixes a gRPC restricted-protocol header with it
@@ -67,8 +76,10 @@ def read_admin_key(path: Path) -> str:
 
 def check_admin_key(key: str, source: str = "the admin key") -> None:
     if not _ADMIN_KEY.fullmatch(key):
-        raise UsageError(f"{source} holds {len(key)} characters; expected 16 to 256 of A-Z a-z 0-9 . _ ~ + / - "
-                         "(for example from `openssl rand -hex 32`)")
+        raise UsageError(
+            f"{source} holds {len(key)} characters; expected 16 to 256 of A-Z a-z 0-9 . _ ~ + / - "
+            "(for example from `openssl rand -hex 32`)"
+        )
 
 
 @dataclass(frozen=True)
@@ -96,7 +107,7 @@ class TritonInstall:
     libs: Path
 
     @classmethod
-    def locate(cls) -> "TritonInstall":
+    def locate(cls) -> TritonInstall:
         spec = importlib.util.find_spec("pytriton")
         if spec is None or not spec.submodule_search_locations:
             raise ServerStartError("nvidia-pytriton is not installed: it provides the tritonserver binary")
@@ -240,19 +251,24 @@ class EmbeddedServer:
                 check_admin_key(self.admin_key)
                 key = self.admin_key
             apis = ",".join(dict.fromkeys(self.restricted_apis))
-            args += [f"--grpc-restricted-protocol={apis}:{ADMIN_HEADER}={key}",
-                     f"--http-restricted-api={apis}:{ADMIN_HEADER}={key}"]
+            args += [
+                f"--grpc-restricted-protocol={apis}:{ADMIN_HEADER}={key}",
+                f"--http-restricted-api={apis}:{ADMIN_HEADER}={key}",
+            ]
         if self.grpc_tls is not None:
             self.grpc_tls.check("gRPC")
-            args += ["--grpc-use-ssl=true", f"--grpc-server-cert={Path(self.grpc_tls.cert).resolve()}",
-                     f"--grpc-server-key={Path(self.grpc_tls.key).resolve()}"]
+            args += [
+                "--grpc-use-ssl=true",
+                f"--grpc-server-cert={Path(self.grpc_tls.cert).resolve()}",
+                f"--grpc-server-key={Path(self.grpc_tls.key).resolve()}",
+            ]
             if self.grpc_tls.client_ca is not None:
                 args += ["--grpc-use-ssl-mutual=true", f"--grpc-root-cert={Path(self.grpc_tls.client_ca).resolve()}"]
         if self.http_tls is not None:
             self.http_tls.check("HTTP")
         return args
 
-    def start(self) -> "EmbeddedServer":
+    def start(self) -> EmbeddedServer:
         self.model_repository = Path(self.model_repository).resolve()
         check_repository(self.model_repository)
         security = self._security_args()
@@ -282,9 +298,12 @@ class EmbeddedServer:
             f"--model-repository={self.model_repository}",
             f"--backend-directory={backends}",
             f"--model-control-mode={self.model_control_mode}",
-            f"--http-address={triton_http[0]}", f"--http-port={triton_http[1]}",
-            f"--grpc-address={self.host}", f"--grpc-port={self.grpc_port}",
-            f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}",
+            f"--http-address={triton_http[0]}",
+            f"--http-port={triton_http[1]}",
+            f"--grpc-address={self.host}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-address={self.host}",
+            f"--metrics-port={self.metrics_port}",
             f"--exit-timeout-secs={self.exit_timeout_s}",
             *security,
             *self.extra_args,
@@ -292,7 +311,11 @@ class EmbeddedServer:
         logger.info("starting %s", " ".join(_masked(command)))
         with open(self.log_file, "ab") as log:
             self._process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
                 preexec_fn=_die_with_parent() if threading.current_thread() is threading.main_thread() else None,
             )
         try:
@@ -344,7 +367,7 @@ class EmbeddedServer:
         return self._process.pid if self._process is not None else None
 
     def kill(self) -> None:
-        """SIGKILL Triton and its backend stubs at once, as a crash would; `start()` brings it back on the same ports."""
+        """SIGKILL Triton and its stubs at once, as a crash would; `start()` brings it back on the same ports."""
         if self._process is not None and self._process.poll() is None:
             os.killpg(self._process.pid, signal.SIGKILL)  # its own session: the stubs share its process group
             self._process.wait()
@@ -381,7 +404,7 @@ class EmbeddedServer:
             raise UsageError("this server was started without an admin key: its restricted APIs are closed")
         return admin_headers(self.admin_key, protocol)
 
-    def __enter__(self) -> "EmbeddedServer":
+    def __enter__(self) -> EmbeddedServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -390,5 +413,6 @@ class EmbeddedServer:
 
 def _masked(command: list[str]) -> list[str]:
     """The command line for logs: restricted-API keys replaced by `MASK`."""
-    return [re.sub(r"^(--(?:grpc-restricted-protocol|http-restricted-api)=[^=]*=).*", rf"\g<1>{MASK}", a)
-            for a in command]
+    return [
+        re.sub(r"^(--(?:grpc-restricted-protocol|http-restricted-api)=[^=]*=).*", rf"\g<1>{MASK}", a) for a in command
+    ]

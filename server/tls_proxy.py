@@ -37,8 +37,15 @@ class TlsProxy:
     Runs its own asyncio loop in a daemon thread; `start()` returns once the socket listens.
     """
 
-    def __init__(self, host: str, port: int, upstream_host: str, upstream_port: int, context: ssl.SSLContext,
-                 handshake_timeout_s: float = 10.0):
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        upstream_host: str,
+        upstream_port: int,
+        context: ssl.SSLContext,
+        handshake_timeout_s: float = 10.0,
+    ):
         self.host, self.port = host, port
         self.upstream_host, self.upstream_port = upstream_host, upstream_port
         self.context = context
@@ -52,7 +59,7 @@ class TlsProxy:
         self._started = threading.Event()
         self._error: BaseException | None = None
 
-    def start(self) -> "TlsProxy":
+    def start(self) -> TlsProxy:
         self._thread = threading.Thread(target=self._run, name=f"tls-proxy-{self.port}", daemon=True)
         self._thread.start()
         self._started.wait()
@@ -65,11 +72,17 @@ class TlsProxy:
         self._loop = loop
         loop.set_exception_handler(_quiet_handler)
         try:
-            self._server = loop.run_until_complete(asyncio.start_server(
-                self._handle, self.host, self.port, ssl=self.context,
-                ssl_handshake_timeout=self.handshake_timeout_s, backlog=512,
-            ))
-        except BaseException as e:  # noqa: BLE001 - handed to start()'s caller
+            self._server = loop.run_until_complete(
+                asyncio.start_server(
+                    self._handle,
+                    self.host,
+                    self.port,
+                    ssl=self.context,
+                    ssl_handshake_timeout=self.handshake_timeout_s,
+                    backlog=512,
+                )
+            )
+        except BaseException as e:  # noqa: BLE001 - handed to the starting thread, which raises it
             self._error = e
             self._started.set()
             loop.close()
@@ -90,8 +103,12 @@ class TlsProxy:
             try:
                 up_reader, up_writer = await asyncio.open_connection(self.upstream_host, self.upstream_port)
             except OSError as e:
-                logger.warning("TLS proxy: Triton's HTTP endpoint %s:%d is unreachable: %s",
-                               self.upstream_host, self.upstream_port, e)
+                logger.warning(
+                    "TLS proxy: Triton's HTTP endpoint %s:%d is unreachable: %s",
+                    self.upstream_host,
+                    self.upstream_port,
+                    e,
+                )
                 return
             self._writers.add(up_writer)
             try:

@@ -9,14 +9,14 @@ import sys
 import time
 from http.client import HTTPException
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
-from tritonkit.errors import ServerError, TritonKitError, UsageError, exit_code_for
 from tritonkit.benchmarks.commands import register as register_bench_commands
 from tritonkit.clients.store_commands import register as register_store_commands
+from tritonkit.errors import ServerError, TritonKitError, UsageError, exit_code_for
 from tritonkit.export.commands import export_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -36,18 +36,23 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what 
 
 # Client-side TLS options, the same for predict and score.
 SslOption = Annotated[bool, typer.Option(envvar="TRITONKIT_SSL", help="TLS to Triton (gRPC or HTTPS).")]
-RootCertificatesOption = Annotated[Optional[str], typer.Option(
-    envvar="TRITONKIT_ROOT_CERTIFICATES", help="CA bundle (PEM) that signed the server's certificate.")]
-ClientCertOption = Annotated[Optional[str], typer.Option(envvar="TRITONKIT_CLIENT_CERT",
-                                                         help="Client certificate (PEM) for mutual TLS.")]
-ClientKeyOption = Annotated[Optional[str], typer.Option(envvar="TRITONKIT_CLIENT_KEY",
-                                                        help="Private key of --client-cert (PEM).")]
+RootCertificatesOption = Annotated[
+    str | None,
+    typer.Option(envvar="TRITONKIT_ROOT_CERTIFICATES", help="CA bundle (PEM) that signed the server's certificate."),
+]
+ClientCertOption = Annotated[
+    str | None, typer.Option(envvar="TRITONKIT_CLIENT_CERT", help="Client certificate (PEM) for mutual TLS.")
+]
+ClientKeyOption = Annotated[
+    str | None, typer.Option(envvar="TRITONKIT_CLIENT_KEY", help="Private key of --client-cert (PEM).")
+]
 
 
 @app.command()
 def serve(
-    model_repository: Path = typer.Option(Path("model_repository"), envvar="TRITONKIT_MODEL_REPOSITORY",
-                                          help="Triton model repository folder."),
+    model_repository: Path = typer.Option(
+        Path("model_repository"), envvar="TRITONKIT_MODEL_REPOSITORY", help="Triton model repository folder."
+    ),
     http_port: int = typer.Option(8000, envvar="TRITONKIT_HTTP_PORT"),
     grpc_port: int = typer.Option(8001, envvar="TRITONKIT_GRPC_PORT"),
     metrics_port: int = typer.Option(8002, envvar="TRITONKIT_METRICS_PORT"),
@@ -55,20 +60,27 @@ def serve(
     log_file: Path = typer.Option(Path("triton.log"), envvar="TRITONKIT_LOG_FILE", help="Triton's log."),
     model_control_mode: str = typer.Option("none", help="Triton's --model-control-mode: none, poll or explicit."),
     exit_timeout_s: int = typer.Option(30, help="Seconds in-flight requests get to finish on shutdown."),
-    tls_cert: Optional[Path] = typer.Option(None, envvar="TRITONKIT_TLS_CERT",
-                                            help="Server certificate (PEM): serve gRPC and HTTPS over TLS."),
-    tls_key: Optional[Path] = typer.Option(None, envvar="TRITONKIT_TLS_KEY", help="Private key of --tls-cert (PEM)."),
-    tls_client_ca: Optional[Path] = typer.Option(None, envvar="TRITONKIT_TLS_CLIENT_CA",
-                                                 help="Mutual TLS: clients need a certificate signed by this CA."),
-    tls_endpoints: str = typer.Option("grpc,http", envvar="TRITONKIT_TLS_ENDPOINTS",
-                                      help="Endpoints --tls-cert applies to: grpc, http or grpc,http."),
-    admin_key_file: Optional[Path] = typer.Option(
-        None, envvar="TRITONKIT_ADMIN_KEY_FILE",
+    tls_cert: Path | None = typer.Option(
+        None, envvar="TRITONKIT_TLS_CERT", help="Server certificate (PEM): serve gRPC and HTTPS over TLS."
+    ),
+    tls_key: Path | None = typer.Option(None, envvar="TRITONKIT_TLS_KEY", help="Private key of --tls-cert (PEM)."),
+    tls_client_ca: Path | None = typer.Option(
+        None, envvar="TRITONKIT_TLS_CLIENT_CA", help="Mutual TLS: clients need a certificate signed by this CA."
+    ),
+    tls_endpoints: str = typer.Option(
+        "grpc,http", envvar="TRITONKIT_TLS_ENDPOINTS", help="Endpoints --tls-cert applies to: grpc, http or grpc,http."
+    ),
+    admin_key_file: Path | None = typer.Option(
+        None,
+        envvar="TRITONKIT_ADMIN_KEY_FILE",
         help="File holding the key of the restricted APIs (sent as header tritonkit-admin-key). "
-             "Without it they are closed to everyone."),
+        "Without it they are closed to everyone.",
+    ),
     restrict_api: str = typer.Option(
-        "model-repository,shared-memory,trace,logging", envvar="TRITONKIT_RESTRICT_API",
-        help="Triton API groups behind the admin key (empty: none; also model-config, statistics, ...)."),
+        "model-repository,shared-memory,trace,logging",
+        envvar="TRITONKIT_RESTRICT_API",
+        help="Triton API groups behind the admin key (empty: none; also model-config, statistics, ...).",
+    ),
 ):
     """Start the embedded Triton server and serve until SIGINT or SIGTERM."""
     from tritonkit.server import EmbeddedServer
@@ -86,19 +98,31 @@ def serve(
         raise UsageError(f"--tls-endpoints {tls_endpoints!r}: expected grpc, http or grpc,http")
     restricted = tuple(a.strip() for a in restrict_api.split(",") if a.strip())
     server = EmbeddedServer(
-        model_repository, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port, host=host,
-        log_file=log_file, model_control_mode=model_control_mode, exit_timeout_s=exit_timeout_s,
-        grpc_tls=tls if "grpc" in endpoints else None, http_tls=tls if "http" in endpoints else None,
-        restricted_apis=restricted, admin_key=read_admin_key(admin_key_file) if admin_key_file else None,
+        model_repository,
+        http_port=http_port,
+        grpc_port=grpc_port,
+        metrics_port=metrics_port,
+        host=host,
+        log_file=log_file,
+        model_control_mode=model_control_mode,
+        exit_timeout_s=exit_timeout_s,
+        grpc_tls=tls if "grpc" in endpoints else None,
+        http_tls=tls if "http" in endpoints else None,
+        restricted_apis=restricted,
+        admin_key=read_admin_key(admin_key_file) if admin_key_file else None,
     )
     server.start()
     grpc_scheme = "grpcs" if server.grpc_tls else "grpc"
     http_scheme = "https" if server.http_tls else "http"
-    typer.echo(f"Triton ready: {grpc_scheme} {server.grpc_url}  {http_scheme} {server.http_url}  "
-               f"metrics {server.metrics_url}")
+    typer.echo(
+        f"Triton ready: {grpc_scheme} {server.grpc_url}  {http_scheme} {server.http_url}  metrics {server.metrics_url}"
+    )
     if restricted:
-        access = f"need header {ADMIN_HEADER} (key from {admin_key_file})" if admin_key_file else \
-            "are closed (no --admin-key-file)"
+        access = (
+            f"need header {ADMIN_HEADER} (key from {admin_key_file})"
+            if admin_key_file
+            else "are closed (no --admin-key-file)"
+        )
         typer.echo(f"restricted APIs {', '.join(restricted)} {access}")
     typer.echo(f"repository {server.model_repository}, log {server.log_file}; Ctrl-C stops it")
     sys.stdout.flush()
@@ -119,25 +143,29 @@ def serve(
 @app.command()
 def predict(
     model: str = typer.Option(..., "--model", "-m", envvar="TRITONKIT_MODEL"),
-    input: str = typer.Option(..., "--input", "-i", help='One record as JSON: {"input_name": value, ...} '
-                              "(or @file.json)."),
+    input: str = typer.Option(
+        ..., "--input", "-i", help='One record as JSON: {"input_name": value, ...} (or @file.json).'
+    ),
     url: str = typer.Option("127.0.0.1:8001", envvar="TRITONKIT_URL", help="HOST:PORT of Triton."),
     protocol: str = typer.Option("grpc", envvar="TRITONKIT_PROTOCOL", help="grpc or http."),
     version: str = typer.Option("", help="Model version (latest when empty)."),
     timeout_s: float = typer.Option(10.0, envvar="TRITONKIT_TIMEOUT_S", help="Deadline for the call."),
-    timeout_ms: Optional[float] = typer.Option(
-        None, "--timeout-ms", envvar="TRITONKIT_TIMEOUT_MS",
-        help="Latency budget of the call in ms (overrides --timeout-s); past it: exit code 11, naming the budget."),
+    timeout_ms: float | None = typer.Option(
+        None,
+        "--timeout-ms",
+        envvar="TRITONKIT_TIMEOUT_MS",
+        help="Latency budget of the call in ms (overrides --timeout-s); past it: exit code 11, naming the budget.",
+    ),
     ssl: SslOption = False,
     root_certificates: RootCertificatesOption = None,
     client_cert: ClientCertOption = None,
     client_key: ClientKeyOption = None,
-    header: list[str] = typer.Option([], "--header", help="'NAME=VALUE' or 'NAME: VALUE' sent with the call "
-                                     "(repeatable); values are never printed."),
+    header: list[str] = typer.Option(
+        [], "--header", help="'NAME=VALUE' or 'NAME: VALUE' sent with the call (repeatable); values are never printed."
+    ),
 ):
     """One real-time prediction; prints JSON with the outputs, model version and latency_ms."""
     from tritonkit.clients import TritonClient
-
     from tritonkit.clients.store_commands import read_record
 
     features = read_record(input, "--input")
@@ -148,20 +176,26 @@ def predict(
         with TritonClient(url, protocol=protocol, timeout_s=timeout_s, headers=_headers(header), **tls) as client:
             prediction = client.predict(model, features, version=version, timeout_ms=timeout_ms)
     except (OSError, HTTPException) as e:  # HTTP transport and TLS failures (gRPC ones arrive as ServerError)
-        raise ServerError(f"cannot talk to Triton at {url} over {protocol}"
-                          f"{' with TLS' if ssl else ''}: {type(e).__name__}: {e}") from e
+        raise ServerError(
+            f"cannot talk to Triton at {url} over {protocol}{' with TLS' if ssl else ''}: {type(e).__name__}: {e}"
+        ) from e
     typer.echo(json.dumps(prediction.to_dict()))
 
 
 @app.command()
 def score(
     model: str = typer.Option(..., "--model", "-m", envvar="TRITONKIT_MODEL"),
-    input: Optional[str] = typer.Option(None, "--input", "-i",
-                                         help="Parquet, CSV or JSON Lines file, or a folder of them."),
-    output: str = typer.Option(..., "--output", "-o", help="Result file (.parquet, .csv or .jsonl); with "
-                                "--watch, the folder of results."),
-    watch: Optional[Path] = typer.Option(None, help="Keep running: score each new file that lands in this folder, "
-                                         "once each, across restarts (instead of --input)."),
+    input: str | None = typer.Option(
+        None, "--input", "-i", help="Parquet, CSV or JSON Lines file, or a folder of them."
+    ),
+    output: str = typer.Option(
+        ..., "--output", "-o", help="Result file (.parquet, .csv or .jsonl); with --watch, the folder of results."
+    ),
+    watch: Path | None = typer.Option(
+        None,
+        help="Keep running: score each new file that lands in this folder, "
+        "once each, across restarts (instead of --input).",
+    ),
     poll_s: float = typer.Option(2.0, help="With --watch: seconds between looks at the folder."),
     settle_s: float = typer.Option(1.0, help="With --watch: a file is taken once unchanged this long."),
     once: bool = typer.Option(False, help="With --watch: score what is there now, then exit."),
@@ -169,38 +203,50 @@ def score(
     protocol: str = typer.Option("grpc", envvar="TRITONKIT_PROTOCOL", help="grpc or http."),
     version: str = typer.Option("", help="Model version (latest when empty)."),
     concurrency: int = typer.Option(4, envvar="TRITONKIT_CONCURRENCY", help="Requests in flight."),
-    batch_size: Optional[int] = typer.Option(None, help="Rows per request (default: max_batch_size)."),
+    batch_size: int | None = typer.Option(None, help="Rows per request (default: max_batch_size)."),
     chunk_rows: int = typer.Option(65_536, help="Rows per checkpoint (resume granularity)."),
     resume: bool = typer.Option(False, help="Continue an interrupted run: finished chunks are kept."),
     shard: str = typer.Option("0/1", envvar="TRITONKIT_SHARD", help="I/N: score the I-th of N shares."),
-    id_column: Optional[str] = typer.Option(None, help="Column passed through as the row's id."),
+    id_column: str | None = typer.Option(None, help="Column passed through as the row's id."),
     map: list[str] = typer.Option([], "--map", help="COLUMN=INPUT or COL1,COL2=INPUT (repeatable)."),
-    rejects: Optional[Path] = typer.Option(None, help="Rejected rows (default: OUTPUT.rejects.jsonl)."),
-    format: Optional[str] = typer.Option(None, help="parquet, csv or jsonl (default: from --output)."),
-    threshold: Optional[float] = typer.Option(None, help="Add predicted_label = score >= THRESHOLD."),
-    score_output: Optional[str] = typer.Option(None, help="Output that --threshold/--segments read."),
-    segments: Optional[str] = typer.Option(None, help="Segment names, e.g. Low,Medium,High."),
-    segment_bounds: Optional[str] = typer.Option(None, help="Ascending bounds, e.g. 0.3,0.6."),
+    rejects: Path | None = typer.Option(None, help="Rejected rows (default: OUTPUT.rejects.jsonl)."),
+    format: str | None = typer.Option(None, help="parquet, csv or jsonl (default: from --output)."),
+    threshold: float | None = typer.Option(None, help="Add predicted_label = score >= THRESHOLD."),
+    score_output: str | None = typer.Option(None, help="Output that --threshold/--segments read."),
+    segments: str | None = typer.Option(None, help="Segment names, e.g. Low,Medium,High."),
+    segment_bounds: str | None = typer.Option(None, help="Ascending bounds, e.g. 0.3,0.6."),
     ssl: SslOption = False,
     root_certificates: RootCertificatesOption = None,
     client_cert: ClientCertOption = None,
     client_key: ClientKeyOption = None,
-    header: list[str] = typer.Option([], "--header", help="'NAME=VALUE' or 'NAME: VALUE' sent with every "
-                                     "request (repeatable); values are never printed."),
-    report: Optional[Path] = typer.Option(None, help="Also write the report here as JSON."),
-    store: Optional[str] = typer.Option(None, envvar="TRITONKIT_STORE",
-                                        help="Also write scored rows to this prediction store (sqlite:///, redis://)."),
+    header: list[str] = typer.Option(
+        [],
+        "--header",
+        help="'NAME=VALUE' or 'NAME: VALUE' sent with every request (repeatable); values are never printed.",
+    ),
+    report: Path | None = typer.Option(None, help="Also write the report here as JSON."),
+    store: str | None = typer.Option(
+        None, envvar="TRITONKIT_STORE", help="Also write scored rows to this prediction store (sqlite:///, redis://)."
+    ),
     progress: bool = typer.Option(True, help="Progress bar on a terminal."),
-    engine: str = typer.Option("local", envvar="TRITONKIT_ENGINE",
-                               help="local (this process) or spark (a Spark job: --input is Parquet, a URI or "
-                                    "table:NAME; --output a Parquet folder or URI)."),
-    master: Optional[str] = typer.Option(None, envvar="TRITONKIT_SPARK_MASTER",
-                                         help="--engine spark: Spark master (default local[*], or spark-submit's)."),
-    partitions: Optional[int] = typer.Option(None, envvar="TRITONKIT_SPARK_PARTITIONS",
-                                             help="--engine spark: repartition the input into N first."),
+    engine: str = typer.Option(
+        "local",
+        envvar="TRITONKIT_ENGINE",
+        help="local (this process) or spark (a Spark job: --input is Parquet, a URI or "
+        "table:NAME; --output a Parquet folder or URI).",
+    ),
+    master: str | None = typer.Option(
+        None,
+        envvar="TRITONKIT_SPARK_MASTER",
+        help="--engine spark: Spark master (default local[*], or spark-submit's).",
+    ),
+    partitions: int | None = typer.Option(
+        None, envvar="TRITONKIT_SPARK_PARTITIONS", help="--engine spark: repartition the input into N first."
+    ),
 ):
     """Score a whole dataset through Triton: resumable, every row exactly once."""
-    from tritonkit.clients.score import ScoreOptions, parse_shard, score as run, total_rows
+    from tritonkit.clients.score import ScoreOptions, parse_shard, total_rows
+    from tritonkit.clients.score import score as run
 
     headers = _headers(header)
     if (input is None) == (watch is None):
@@ -213,15 +259,31 @@ def score(
         raise UsageError(f"--master {master!r} / --partitions {partitions!r} apply to --engine spark only")
     spark = engine == "spark"  # Spark takes URIs (s3a://...) that Path would mangle
     options = ScoreOptions(
-        model=model, input=(input if spark else Path(input)) if input else watch,
-        output=output if spark else Path(output), url=url, protocol=protocol, version=version,
-        concurrency=concurrency, batch_size=batch_size, chunk_rows=chunk_rows, resume=resume,
-        shard=parse_shard(shard), id_column=id_column, maps=list(map), rejects=rejects, format=format,
-        threshold=threshold, score_output=score_output,
+        model=model,
+        input=(input if spark else Path(input)) if input else watch,
+        output=output if spark else Path(output),
+        url=url,
+        protocol=protocol,
+        version=version,
+        concurrency=concurrency,
+        batch_size=batch_size,
+        chunk_rows=chunk_rows,
+        resume=resume,
+        shard=parse_shard(shard),
+        id_column=id_column,
+        maps=list(map),
+        rejects=rejects,
+        format=format,
+        threshold=threshold,
+        score_output=score_output,
         segments=[s.strip() for s in segments.split(",")] if segments else [],
-        segment_bounds=_floats("--segment-bounds", segment_bounds), ssl=ssl,
-        root_certificates=root_certificates, certificate_chain=client_cert, private_key=client_key,
-        headers=headers, store=store,
+        segment_bounds=_floats("--segment-bounds", segment_bounds),
+        ssl=ssl,
+        root_certificates=root_certificates,
+        certificate_chain=client_cert,
+        private_key=client_key,
+        headers=headers,
+        store=store,
     )
     if (client_cert is None) != (client_key is None):
         raise UsageError("--client-cert and --client-key go together")
@@ -235,8 +297,13 @@ def score(
     elif progress and console.is_terminal:
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-        columns = [TextColumn("scoring"), BarColumn(), TextColumn("{task.completed:,.0f} rows"),
-                   TextColumn("{task.fields[rate]}"), TimeRemainingColumn()]
+        columns = [
+            TextColumn("scoring"),
+            BarColumn(),
+            TextColumn("{task.completed:,.0f} rows"),
+            TextColumn("{task.fields[rate]}"),
+            TimeRemainingColumn(),
+        ]
         with Progress(*columns, console=console) as bar:
             task = bar.add_task("score", total=total_rows(options), rate="")
             started = time.perf_counter()
@@ -260,15 +327,26 @@ def _watch(options, folder: Path, out_dir: Path, poll_s: float, settle_s: float,
     from tritonkit.clients.watch import Watcher
 
     def scored(path: Path, report) -> None:
-        typer.echo(json.dumps({"file": str(path), "output": report.output, "model_version": report.model_version,
-                               "rows_read": report.rows_read, "rows_scored": report.rows_scored,
-                               "rows_rejected": report.rows_rejected, "rows_per_s": report.rows_per_s}))
+        typer.echo(
+            json.dumps(
+                {
+                    "file": str(path),
+                    "output": report.output,
+                    "model_version": report.model_version,
+                    "rows_read": report.rows_read,
+                    "rows_scored": report.rows_scored,
+                    "rows_rejected": report.rows_rejected,
+                    "rows_per_s": report.rows_per_s,
+                }
+            )
+        )
         sys.stdout.flush()
 
     watcher = Watcher(options, folder, out_dir, settle_s=0 if once else settle_s, on_file=scored)
     if once:
         result = watcher.run_once()
     else:
+
         def _stop(signum, _frame):
             raise KeyboardInterrupt(signal.Signals(signum).name)
 
@@ -292,15 +370,17 @@ def _headers(items: list[str]) -> dict[str, str]:
     for position, item in enumerate(items, start=1):
         colon, equals = item.find(":"), item.find("=")
         cut = colon if colon >= 0 and (equals < 0 or colon < equals) else equals
-        name, value = (item[:cut].strip(), item[cut + 1:].strip()) if cut >= 0 else ("", "")
+        name, value = (item[:cut].strip(), item[cut + 1 :].strip()) if cut >= 0 else ("", "")
         if not name or any(c.isspace() for c in name):
-            raise UsageError(f"--header number {position} is not 'NAME=VALUE' or 'NAME: VALUE' "
-                             "(its text is not shown: it may hold a secret)")
+            raise UsageError(
+                f"--header number {position} is not 'NAME=VALUE' or 'NAME: VALUE' "
+                "(its text is not shown: it may hold a secret)"
+            )
         headers[name.lower()] = value  # gRPC (HTTP/2) needs lowercase names; HTTP/1.1 ignores case
     return headers
 
 
-def _floats(option: str, text: Optional[str]) -> list[float]:
+def _floats(option: str, text: str | None) -> list[float]:
     if not text:
         return []
     try:
@@ -315,10 +395,16 @@ def _print_report(report) -> None:
     table = Table(title=f"tritonkit score: {report.model} v{report.model_version} (shard {report.shard})")
     table.add_column("measure")
     table.add_column("value", justify="right")
-    rows = [("rows read", f"{report.rows_read:,}"), ("rows scored", f"{report.rows_scored:,}"),
-            ("rows rejected", f"{report.rows_rejected:,}"), ("resumed from earlier run", f"{report.rows_resumed:,}"),
-            ("wall time", f"{report.wall_s:.2f} s"), ("rows/s", f"{report.rows_per_s:,.0f}"),
-            ("requests", f"{report.requests:,}"), ("retries", f"{report.retries:,}")]
+    rows = [
+        ("rows read", f"{report.rows_read:,}"),
+        ("rows scored", f"{report.rows_scored:,}"),
+        ("rows rejected", f"{report.rows_rejected:,}"),
+        ("resumed from earlier run", f"{report.rows_resumed:,}"),
+        ("wall time", f"{report.wall_s:.2f} s"),
+        ("rows/s", f"{report.rows_per_s:,.0f}"),
+        ("requests", f"{report.requests:,}"),
+        ("retries", f"{report.retries:,}"),
+    ]
     rows += [(f"client latency {k}", f"{v:.2f} ms") for k, v in report.latency_ms.items()]
     rows += [("output", report.output), ("rejects", report.rejects)]
     for name, value in rows:

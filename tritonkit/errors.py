@@ -32,9 +32,7 @@ class PortInUseError(ServerStartError):
 
     def __init__(self, name: str, host: str, port: int):
         self.name, self.host, self.port = name, host, port
-        super().__init__(
-            f"{name} port {port} on {host} is already in use; stop what holds it or pass --{name}-port"
-        )
+        super().__init__(f"{name} port {port} on {host} is already in use; stop what holds it or pass --{name}-port")
 
 
 class RepositoryError(ServerStartError):
@@ -90,8 +88,11 @@ class DeadlineExceededError(ServerError):
 
     def __init__(self, model: str, budget_ms: float, elapsed_ms: float):
         self.budget_ms, self.elapsed_ms = budget_ms, elapsed_ms
-        super().__init__(f"model `{model}`: no answer within the {budget_ms:g} ms budget "
-                         f"(gave up after {elapsed_ms:.0f} ms)", model=model, status="DEADLINE_EXCEEDED")
+        super().__init__(
+            f"model `{model}`: no answer within the {budget_ms:g} ms budget (gave up after {elapsed_ms:.0f} ms)",
+            model=model,
+            status="DEADLINE_EXCEEDED",
+        )
 
 
 class ExportError(TritonKitError):

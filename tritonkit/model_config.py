@@ -20,10 +20,25 @@ from tritonclient.grpc import model_config_pb2 as pb
 from tritonkit import pbtxt
 from tritonkit.errors import ConfigError
 
-VALID_DTYPES = ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
-                "FP16", "FP32", "FP64", "BYTES", "BF16")
+VALID_DTYPES = (
+    "BOOL",
+    "UINT8",
+    "UINT16",
+    "UINT32",
+    "UINT64",
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "FP16",
+    "FP32",
+    "FP64",
+    "BYTES",
+    "BF16",
+)
 TRITON_DTYPES: dict[str, np.dtype] = {  # Triton datatype -> numpy dtype of the tensor's values
-    "BOOL": np.dtype(bool), "BYTES": np.dtype(object),
+    "BOOL": np.dtype(bool),
+    "BYTES": np.dtype(object),
     **{f"UINT{bits}": np.dtype(f"uint{bits}") for bits in (8, 16, 32, 64)},
     **{f"INT{bits}": np.dtype(f"int{bits}") for bits in (8, 16, 32, 64)},
     **{f"FP{bits}": np.dtype(f"float{bits}") for bits in (16, 32, 64)},
@@ -51,7 +66,8 @@ def _int(path: str, value, minimum: int) -> None:
 
 def _ints(path: str, values, expected: str, minimum: int, maximum: float = float("inf")) -> None:
     if not isinstance(values, tuple) or any(
-            isinstance(v, bool) or not isinstance(v, int) or not minimum <= v <= maximum for v in values):
+        isinstance(v, bool) or not isinstance(v, int) or not minimum <= v <= maximum for v in values
+    ):
         _fail(path, list(values) if isinstance(values, tuple) else values, expected)
 
 
@@ -62,8 +78,11 @@ def _seq(value):
 def _dims(path: str, dims, *, variable: bool = True) -> None:
     ok = (lambda d: d > 0 or d == -1) if variable else (lambda d: d > 0)
     if not isinstance(dims, tuple) or any(isinstance(d, bool) or not isinstance(d, int) or not ok(d) for d in dims):
-        _fail(path, list(dims) if isinstance(dims, tuple) else dims,
-              "each dim > 0" + (" or -1 (variable)" if variable else ""))
+        _fail(
+            path,
+            list(dims) if isinstance(dims, tuple) else dims,
+            "each dim > 0" + (" or -1 (variable)" if variable else ""),
+        )
 
 
 def _dtype(path: str, dtype) -> None:
@@ -152,18 +171,29 @@ class DynamicBatching:
     priority_queue_policy: dict[int, QueuePolicy] = field(default_factory=dict)
 
     def __post_init__(self):
-        _set(self, preferred_batch_sizes=_seq(self.preferred_batch_sizes),
-             priority_queue_policy=dict(self.priority_queue_policy))
+        _set(
+            self,
+            preferred_batch_sizes=_seq(self.preferred_batch_sizes),
+            priority_queue_policy=dict(self.priority_queue_policy),
+        )
 
     def _check(self, path: str, max_batch_size: int) -> None:
         _int(f"{path}.max_queue_delay_microseconds", self.max_queue_delay_us, 0)
-        _ints(f"{path}.preferred_batch_size", self.preferred_batch_sizes,
-              f"each in 1..max_batch_size ({max_batch_size})", 1, max_batch_size)
+        _ints(
+            f"{path}.preferred_batch_size",
+            self.preferred_batch_sizes,
+            f"each in 1..max_batch_size ({max_batch_size})",
+            1,
+            max_batch_size,
+        )
         _int(f"{path}.priority_levels", self.priority_levels, 0)
         levels = self.priority_levels
         if (self.default_priority_level not in range(1, levels + 1)) if levels else self.default_priority_level:
-            _fail(f"{path}.default_priority_level", self.default_priority_level,
-                  f"in 1..priority_levels ({levels})" if levels else "0 when priority_levels is 0")
+            _fail(
+                f"{path}.default_priority_level",
+                self.default_priority_level,
+                f"in 1..priority_levels ({levels})" if levels else "0 when priority_levels is 0",
+            )
         if self.default_queue_policy is not None:
             self.default_queue_policy._check(f"{path}.default_queue_policy")
         for level, policy in self.priority_queue_policy.items():
@@ -204,8 +234,13 @@ class ModelWarmup:
     count: int = 0
 
     def __post_init__(self):
-        _set(self, inputs={k: (_norm_dtype(v[0]), _seq(v[1]), v[2]) if isinstance(v, (tuple, list)) and len(v) == 3
-                           else v for k, v in dict(self.inputs).items()})
+        _set(
+            self,
+            inputs={
+                k: (_norm_dtype(v[0]), _seq(v[1]), v[2]) if isinstance(v, (tuple, list)) and len(v) == 3 else v
+                for k, v in dict(self.inputs).items()
+            },
+        )
 
     def _check(self, path: str, max_batch_size: int, input_names: set[str]) -> None:
         path = f"{path}[{self.name}]"
@@ -294,11 +329,17 @@ class ModelConfig:
 
     def __post_init__(self):
         cache = self.response_cache
-        _set(self, inputs=_seq(self.inputs), outputs=_seq(self.outputs), model_warmup=_seq(self.model_warmup),
-             instance_groups=_seq(self.instance_groups), parameters=_str_map("parameters", self.parameters),
-             response_cache=cache.enable if isinstance(cache, ResponseCache) else cache,
-             gpu_execution_accelerator=_accelerator(self.gpu_execution_accelerator),
-             **{k: getattr(self, k) or None for k in ("backend", "platform", "default_model_filename")})
+        _set(
+            self,
+            inputs=_seq(self.inputs),
+            outputs=_seq(self.outputs),
+            model_warmup=_seq(self.model_warmup),
+            instance_groups=_seq(self.instance_groups),
+            parameters=_str_map("parameters", self.parameters),
+            response_cache=cache.enable if isinstance(cache, ResponseCache) else cache,
+            gpu_execution_accelerator=_accelerator(self.gpu_execution_accelerator),
+            **{k: getattr(self, k) or None for k in ("backend", "platform", "default_model_filename")},
+        )
         self.validate()
 
     def validate(self) -> None:

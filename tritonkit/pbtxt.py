@@ -23,9 +23,22 @@ logger = logging.getLogger(__name__)
 
 CONFIG_FILENAME = "config.pbtxt"
 SUPPORTED_FIELDS = {  # message -> the fields the typed API models; messages not listed are modelled whole
-    "inference.ModelConfig": ("name", "platform", "backend", "version_policy", "max_batch_size", "input",
-                              "output", "optimization", "dynamic_batching", "instance_group",
-                              "default_model_filename", "parameters", "model_warmup", "response_cache"),
+    "inference.ModelConfig": (
+        "name",
+        "platform",
+        "backend",
+        "version_policy",
+        "max_batch_size",
+        "input",
+        "output",
+        "optimization",
+        "dynamic_batching",
+        "instance_group",
+        "default_model_filename",
+        "parameters",
+        "model_warmup",
+        "response_cache",
+    ),
     "inference.ModelInput": ("name", "data_type", "dims", "reshape", "optional"),
     "inference.ModelOutput": ("name", "data_type", "dims", "reshape"),
     "inference.ModelInstanceGroup": ("name", "kind", "count", "gpus"),
@@ -82,8 +95,12 @@ def read_text(path: str | os.PathLike) -> tuple[Path, str]:
     try:
         return file, file.read_text(encoding="utf-8")
     except OSError as e:
-        raise config_error(f"cannot read model config {file} ({e.strerror}); expected a {CONFIG_FILENAME} "
-                           "file or a model folder containing one", field="path", value=str(file)) from e
+        raise config_error(
+            f"cannot read model config {file} ({e.strerror}); expected a {CONFIG_FILENAME} "
+            "file or a model folder containing one",
+            field="path",
+            value=str(file),
+        ) from e
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
@@ -106,7 +123,7 @@ def _translate(raw: str, source: str) -> ConfigError:
     """Turn a protobuf parse error's text into a ConfigError that names the field."""
     where, position = source, _POSITION.match(raw)
     if position:
-        where, raw = f"{source}:{position.group(1)}:{position.group(2)}", raw[position.end():]
+        where, raw = f"{source}:{position.group(1)}:{position.group(2)}", raw[position.end() :]
     pool = pb.DESCRIPTOR.pool
     if match := _UNKNOWN_FIELD.search(raw):
         owner, name = match.groups()
@@ -114,8 +131,9 @@ def _translate(raw: str, source: str) -> ConfigError:
         return config_error(f"{where}: unknown field `{name}` in {owner}; valid fields: {valid}", field=name)
     if match := _DUPLICATE_FIELD.search(raw):
         owner, name = match.groups()
-        return config_error(f"{where}: field `{name}` is set more than once in {owner}; expected at most once",
-                            field=name)
+        return config_error(
+            f"{where}: field `{name}` is set more than once in {owner}; expected at most once", field=name
+        )
     if match := _UNKNOWN_ENUM.search(raw):
         enum, value = match.groups()
         named = re.search(r"(\w+)\s*:\s*" + re.escape(value), raw)
@@ -134,9 +152,13 @@ def _proto_dtype(dtype: str) -> int:
 
 def to_proto(config) -> pb.ModelConfig:
     """Return the ``inference.ModelConfig`` message for a (validated) typed ``ModelConfig``."""
-    msg = pb.ModelConfig(name=config.name, platform=config.platform or "", backend=config.backend or "",
-                         max_batch_size=config.max_batch_size,
-                         default_model_filename=config.default_model_filename or "")
+    msg = pb.ModelConfig(
+        name=config.name,
+        platform=config.platform or "",
+        backend=config.backend or "",
+        max_batch_size=config.max_batch_size,
+        default_model_filename=config.default_model_filename or "",
+    )
     if (policy := config.version_policy) is not None:
         getattr(msg.version_policy, policy.policy).SetInParent()
         if policy.policy == "latest":
@@ -167,8 +189,9 @@ def to_proto(config) -> pb.ModelConfig:
         for level, queue_policy in sorted(batching.priority_queue_policy.items()):
             _queue_policy_to(queue_policy, target.priority_queue_policy[level])
     for group in config.instance_groups:
-        msg.instance_group.add(name=group.name, count=group.count, gpus=group.gpus or (),
-                               kind=pb.ModelInstanceGroup.Kind.Value(group.kind))
+        msg.instance_group.add(
+            name=group.name, count=group.count, gpus=group.gpus or (), kind=pb.ModelInstanceGroup.Kind.Value(group.kind)
+        )
     for key, value in config.parameters.items():
         msg.parameters[key].string_value = value
     for warmup in config.model_warmup:
@@ -178,7 +201,7 @@ def to_proto(config) -> pb.ModelConfig:
             entry.data_type = _proto_dtype(dtype)
             entry.dims.extend(dims)
             if data.startswith("file:"):
-                entry.input_data_file = data[len("file:"):]
+                entry.input_data_file = data[len("file:") :]
             else:
                 setattr(entry, f"{data}_data", True)
     if config.response_cache:
@@ -199,13 +222,19 @@ def from_proto(msg: pb.ModelConfig, *, strict: bool = True):
 
     for path, supported in unsupported_fields(msg):
         if strict:
-            raise config_error(f"field `{path}` is valid in Triton but not modelled by tritonkit's ModelConfig; "
-                               f"supported there: {', '.join(supported)}", field=path)
+            raise config_error(
+                f"field `{path}` is valid in Triton but not modelled by tritonkit's ModelConfig; "
+                f"supported there: {', '.join(supported)}",
+                field=path,
+            )
         logger.warning("ignoring model config field %s (not modelled by tritonkit's ModelConfig)", path)
     accelerators = msg.optimization.execution_accelerators.gpu_execution_accelerator
     if len(accelerators) > 1:
-        raise config_error(f"{_ACCELERATORS} has {len(accelerators)} entries; expected at most one",
-                           field=_ACCELERATORS, value=[a.name for a in accelerators])
+        raise config_error(
+            f"{_ACCELERATORS} has {len(accelerators)} entries; expected at most one",
+            field=_ACCELERATORS,
+            value=[a.name for a in accelerators],
+        )
 
     def tensor(m: Message) -> mc.TensorSpec:
         reshape = tuple(m.reshape.shape) if m.HasField("reshape") else None
@@ -219,7 +248,7 @@ def from_proto(msg: pb.ModelConfig, *, strict: bool = True):
         inputs = {}
         for name, entry in m.inputs.items():
             which = entry.WhichOneof("input_data_type")  # zero_data | random_data | input_data_file | None
-            data = f"file:{entry.input_data_file}" if which == "input_data_file" else (which or "")[:-len("_data")]
+            data = f"file:{entry.input_data_file}" if which == "input_data_file" else (which or "")[: -len("_data")]
             inputs[name] = (entry.data_type, tuple(entry.dims), data)
         return mc.ModelWarmup(m.name, m.batch_size, inputs, m.count)
 
@@ -227,26 +256,45 @@ def from_proto(msg: pb.ModelConfig, *, strict: bool = True):
     if msg.HasField("dynamic_batching"):
         b = msg.dynamic_batching
         default = queue_policy(b.default_queue_policy) if b.HasField("default_queue_policy") else None
-        batching = mc.DynamicBatching(b.max_queue_delay_microseconds, tuple(b.preferred_batch_size),
-                                      b.preserve_ordering, b.priority_levels, b.default_priority_level, default,
-                                      {level: queue_policy(p) for level, p in b.priority_queue_policy.items()})
+        batching = mc.DynamicBatching(
+            b.max_queue_delay_microseconds,
+            tuple(b.preferred_batch_size),
+            b.preserve_ordering,
+            b.priority_levels,
+            b.default_priority_level,
+            default,
+            {level: queue_policy(p) for level, p in b.priority_queue_policy.items()},
+        )
     version_policy = None
     if msg.HasField("version_policy"):
         v = msg.version_policy
-        version_policy = mc.VersionPolicy(v.WhichOneof("policy_choice"), v.latest.num_versions,
-                                          tuple(v.specific.versions))
+        version_policy = mc.VersionPolicy(
+            v.WhichOneof("policy_choice"), v.latest.num_versions, tuple(v.specific.versions)
+        )
     return mc.ModelConfig(
-        msg.name, backend=msg.backend, platform=msg.platform, max_batch_size=msg.max_batch_size,
-        inputs=[tensor(m) for m in msg.input], outputs=[tensor(m) for m in msg.output],
+        msg.name,
+        backend=msg.backend,
+        platform=msg.platform,
+        max_batch_size=msg.max_batch_size,
+        inputs=[tensor(m) for m in msg.input],
+        outputs=[tensor(m) for m in msg.output],
         dynamic_batching=batching,
-        instance_groups=[mc.InstanceGroup(m.count or 1, pb.ModelInstanceGroup.Kind.Name(m.kind),  # absent count = 1
-                                          tuple(m.gpus) or None, m.name) for m in msg.instance_group],
+        instance_groups=[
+            mc.InstanceGroup(
+                m.count or 1,
+                pb.ModelInstanceGroup.Kind.Name(m.kind),  # absent count = 1
+                tuple(m.gpus) or None,
+                m.name,
+            )
+            for m in msg.instance_group
+        ],
         parameters={key: value.string_value for key, value in msg.parameters.items()},
         model_warmup=[warmup(m) for m in msg.model_warmup],
         version_policy=version_policy,
         response_cache=msg.response_cache.enable,
         gpu_execution_accelerator={"name": accelerators[0].name, "parameters": dict(accelerators[0].parameters)}
-        if accelerators else None,
+        if accelerators
+        else None,
         default_model_filename=msg.default_model_filename,
     )
 

@@ -57,11 +57,17 @@ ERROR_COLUMN = "error"
 TABLE_PREFIX = "table:"
 # Triton datatype -> (Spark type, the Arrow type Spark expects for it). Spark has no unsigned or half types.
 _TYPES = {
-    "FP32": (T.FloatType(), pa.float32()), "FP16": (T.FloatType(), pa.float32()),
-    "FP64": (T.DoubleType(), pa.float64()), "INT64": (T.LongType(), pa.int64()),
-    "INT32": (T.IntegerType(), pa.int32()), "INT16": (T.ShortType(), pa.int16()), "INT8": (T.ByteType(), pa.int8()),
-    "UINT8": (T.ShortType(), pa.int16()), "UINT16": (T.IntegerType(), pa.int32()),
-    "UINT32": (T.LongType(), pa.int64()), "BOOL": (T.BooleanType(), pa.bool_()),
+    "FP32": (T.FloatType(), pa.float32()),
+    "FP16": (T.FloatType(), pa.float32()),
+    "FP64": (T.DoubleType(), pa.float64()),
+    "INT64": (T.LongType(), pa.int64()),
+    "INT32": (T.IntegerType(), pa.int32()),
+    "INT16": (T.ShortType(), pa.int16()),
+    "INT8": (T.ByteType(), pa.int8()),
+    "UINT8": (T.ShortType(), pa.int16()),
+    "UINT16": (T.IntegerType(), pa.int32()),
+    "UINT32": (T.LongType(), pa.int64()),
+    "BOOL": (T.BooleanType(), pa.bool_()),
     "BYTES": (T.StringType(), pa.string()),
 }
 
@@ -87,8 +93,17 @@ class _Config:
 
     @property
     def client_key(self) -> tuple:
-        return (self.url, self.protocol, self.version, self.ssl, self.root_certificates, self.headers,
-                self.meta.name, self.timeout_s, self.concurrency)
+        return (
+            self.url,
+            self.protocol,
+            self.version,
+            self.ssl,
+            self.root_certificates,
+            self.headers,
+            self.meta.name,
+            self.timeout_s,
+            self.concurrency,
+        )
 
 
 class _Counts(AccumulatorParam):
@@ -115,28 +130,64 @@ class TritonUDF:
     `model_version`, `predicted_at` and `error` (null when the row was scored).
     """
 
-    def __init__(self, model: str, url: str = "127.0.0.1:8001", *, version: str = "", protocol: str = "grpc",
-                 maps: list[str] = (), threshold: float | None = None, score_output: str | None = None,
-                 segments: list[str] = (), segment_bounds: list[float] = (), batch_size: int | None = None,
-                 concurrency: int = 4, prefetch: int = 2, timeout_s: float = 120.0, ssl: bool = False,
-                 root_certificates: str | None = None, headers: dict[str, str] | None = None, stats=None):
+    def __init__(
+        self,
+        model: str,
+        url: str = "127.0.0.1:8001",
+        *,
+        version: str = "",
+        protocol: str = "grpc",
+        maps: list[str] = (),
+        threshold: float | None = None,
+        score_output: str | None = None,
+        segments: list[str] = (),
+        segment_bounds: list[float] = (),
+        batch_size: int | None = None,
+        concurrency: int = 4,
+        prefetch: int = 2,
+        timeout_s: float = 120.0,
+        ssl: bool = False,
+        root_certificates: str | None = None,
+        headers: dict[str, str] | None = None,
+        stats=None,
+    ):
         if concurrency < 1 or prefetch < 0 or (batch_size is not None and batch_size < 1):
-            raise UsageError(f"concurrency {concurrency}, prefetch {prefetch}, batch_size {batch_size}: expected "
-                             "concurrency >= 1, prefetch >= 0, batch_size >= 1")
-        with TritonClient(url, protocol=protocol, ssl=ssl, root_certificates=root_certificates,
-                          headers=dict(headers or {})) as client:
+            raise UsageError(
+                f"concurrency {concurrency}, prefetch {prefetch}, batch_size {batch_size}: expected "
+                "concurrency >= 1, prefetch >= 0, batch_size >= 1"
+            )
+        with TritonClient(
+            url, protocol=protocol, ssl=ssl, root_certificates=root_certificates, headers=dict(headers or {})
+        ) as client:
             self.meta = client.metadata(model, version)
         self.maps = mapping.parse_maps(list(maps))
-        self.post = Postprocess(ScoreOptions(model=model, input=Path(), output=Path(), threshold=threshold,
-                                             score_output=score_output, segments=list(segments),
-                                             segment_bounds=list(segment_bounds)), self.meta)
+        self.post = Postprocess(
+            ScoreOptions(
+                model=model,
+                input=Path(),
+                output=Path(),
+                threshold=threshold,
+                score_output=score_output,
+                segments=list(segments),
+                segment_bounds=list(segment_bounds),
+            ),
+            self.meta,
+        )
         fields = _fields(self.meta, self.post)
         self.return_type = T.StructType([T.StructField(name, spark) for name, spark, _, _ in fields])
         self._arrow_fields = tuple((name, arrow, array) for name, _, arrow, array in fields)
-        self._settings = {"url": url, "protocol": protocol, "version": version, "timeout_s": timeout_s, "ssl": ssl,
-                          "root_certificates": root_certificates, "headers": tuple(sorted((headers or {}).items())),
-                          "batch": min(batch_size or self.meta.max_batch_size, self.meta.max_batch_size),
-                          "concurrency": concurrency, "prefetch": prefetch}
+        self._settings = {
+            "url": url,
+            "protocol": protocol,
+            "version": version,
+            "timeout_s": timeout_s,
+            "ssl": ssl,
+            "root_certificates": root_certificates,
+            "headers": tuple(sorted((headers or {}).items())),
+            "batch": min(batch_size or self.meta.max_batch_size, self.meta.max_batch_size),
+            "concurrency": concurrency,
+            "prefetch": prefetch,
+        }
         self.stats = stats
 
     def columns(self, available: list[str]) -> list[str]:
@@ -162,25 +213,30 @@ def _fields(meta: ModelMeta, post: Postprocess) -> list[tuple[str, T.DataType, p
     fields = []
     for tensor in meta.outputs:
         if tensor.datatype not in _TYPES:
-            raise UsageError(f"output `{tensor.name}` of model `{meta.name}` is {tensor.datatype}; the Spark engine "
-                             f"takes {', '.join(_TYPES)}")
+            raise UsageError(
+                f"output `{tensor.name}` of model `{meta.name}` is {tensor.datatype}; the Spark engine "
+                f"takes {', '.join(_TYPES)}"
+            )
         spark, arrow = _TYPES[tensor.datatype]
         inner = tensor.shape[1:]
         array = any(d < 1 for d in inner) or int(np.prod(inner or (1,))) != 1
-        fields.append((tensor.name, T.ArrayType(spark) if array else spark,
-                       pa.list_(arrow) if array else arrow, array))
+        fields.append((tensor.name, T.ArrayType(spark) if array else spark, pa.list_(arrow) if array else arrow, array))
     if post.threshold is not None:
         fields.append(("predicted_label", T.ByteType(), pa.int8(), False))
     if post.segments:
         fields.append(("segment", T.StringType(), pa.string(), False))
-    fields += [("model_version", T.StringType(), pa.string(), False),
-               ("predicted_at", T.TimestampType(), pa.timestamp("us", tz="UTC"), False),
-               (ERROR_COLUMN, T.StringType(), pa.string(), False)]
+    fields += [
+        ("model_version", T.StringType(), pa.string(), False),
+        ("predicted_at", T.TimestampType(), pa.timestamp("us", tz="UTC"), False),
+        (ERROR_COLUMN, T.StringType(), pa.string(), False),
+    ]
     names = [f[0] for f in fields]
     clash = sorted({n for n in names if names.count(n) > 1} | ({"model_name"} & set(names)))
     if clash:
-        raise UsageError(f"model `{meta.name}` has an output named {clash[0]!r}, a column the Spark engine adds; "
-                         "rename the output in the model's config")
+        raise UsageError(
+            f"model `{meta.name}` has an output named {clash[0]!r}, a column the Spark engine adds; "
+            "rename the output in the model's config"
+        )
     return fields
 
 
@@ -209,11 +265,21 @@ def _loop() -> asyncio.AbstractEventLoop:
 def _client(config: _Config, counts: dict) -> tuple[AsyncInferer, asyncio.Semaphore]:
     loop = _loop()
     if config.client_key not in _CLIENTS:
+
         async def make():
-            return (AsyncInferer(config.url, config.meta, protocol=config.protocol, version=config.version,
-                                 timeout_s=config.timeout_s, ssl=config.ssl,
-                                 root_certificates=config.root_certificates, headers=dict(config.headers)),
-                    asyncio.Semaphore(config.concurrency))
+            return (
+                AsyncInferer(
+                    config.url,
+                    config.meta,
+                    protocol=config.protocol,
+                    version=config.version,
+                    timeout_s=config.timeout_s,
+                    ssl=config.ssl,
+                    root_certificates=config.root_certificates,
+                    headers=dict(config.headers),
+                ),
+                asyncio.Semaphore(config.concurrency),
+            )
 
         _CLIENTS[config.client_key] = asyncio.run_coroutine_threadsafe(make(), loop).result()
         counts["clients"] += 1
@@ -222,8 +288,12 @@ def _client(config: _Config, counts: dict) -> tuple[AsyncInferer, asyncio.Semaph
 
 
 async def _infer_batch(inferer, sem, arrays: dict[str, np.ndarray], rows: int, size: int):
-    results = await asyncio.gather(*(infer_isolating(inferer, sem, {k: v[s:s + size] for k, v in arrays.items()}, s)
-                                     for s in range(0, rows, size)))
+    results = await asyncio.gather(
+        *(
+            infer_isolating(inferer, sem, {k: v[s : s + size] for k, v in arrays.items()}, s)
+            for s in range(0, rows, size)
+        )
+    )
     done = sorted((d for r in results for d in r[0]), key=lambda d: d[0])
     return done, [f for r in results for f in r[1]], sum(r[2] for r in results)
 
@@ -231,8 +301,20 @@ async def _infer_batch(inferer, sem, arrays: dict[str, np.ndarray], rows: int, s
 def _score_batches(config: _Config, batches: Iterator[pa.Array], stats) -> Iterator[pa.Array]:
     """The UDF body: Arrow struct batches in, result struct batches out, in order, `prefetch` batches ahead."""
     began = time.perf_counter()
-    counts = {"tasks": 1, "batches": 0, "rows": 0, "rows_rejected": 0, "requests": 0, "retries": 0, "clients": 0,
-              "convert_s": 0.0, "wait_s": 0.0, "assemble_s": 0.0, "task_s": 0.0, "workers": {os.getpid()}}
+    counts = {
+        "tasks": 1,
+        "batches": 0,
+        "rows": 0,
+        "rows_rejected": 0,
+        "requests": 0,
+        "retries": 0,
+        "clients": 0,
+        "convert_s": 0.0,
+        "wait_s": 0.0,
+        "assemble_s": 0.0,
+        "task_s": 0.0,
+        "workers": {os.getpid()},
+    }
     inferer, sem = _client(config, counts)
     retries = inferer.retries
     pending: deque = deque()
@@ -242,7 +324,8 @@ def _score_batches(config: _Config, batches: Iterator[pa.Array], stats) -> Itera
             table = pa.Table.from_batches([pa.RecordBatch.from_struct_array(batch)])
             arrays, valid, reasons = mapping.convert(table, list(config.specs))
             future = asyncio.run_coroutine_threadsafe(
-                _infer_batch(inferer, sem, arrays, int(valid.sum()), config.batch), _loop())
+                _infer_batch(inferer, sem, arrays, int(valid.sum()), config.batch), _loop()
+            )
             pending.append((len(table), valid, reasons, future))
             counts["convert_s"] += time.perf_counter() - start
             while len(pending) > config.prefetch:
@@ -275,12 +358,16 @@ def _finish(config: _Config, counts: dict, n: int, valid: np.ndarray, reasons: d
     index[scored] = np.arange(len(scored))
     take = pa.array(index, mask=index < 0)
     outputs = {t.name: np.concatenate([d[1][t.name] for d in done]) for t in config.meta.outputs} if done else {}
-    columns = {name: _column(outputs[name], arrow, array) for name, arrow, array in config.fields
-               if name in outputs}
-    columns.update({k: v.cast(pa.string()) if pa.types.is_dictionary(v.type) else v
-                    for k, v in (config.post.columns(outputs).items() if done else ())})
-    columns["model_version"] = pa.array(np.repeat([d[2] for d in done], [len(next(iter(d[1].values())))
-                                                                         for d in done]).astype(object), pa.string())
+    columns = {name: _column(outputs[name], arrow, array) for name, arrow, array in config.fields if name in outputs}
+    columns.update(
+        {
+            k: v.cast(pa.string()) if pa.types.is_dictionary(v.type) else v
+            for k, v in (config.post.columns(outputs).items() if done else ())
+        }
+    )
+    columns["model_version"] = pa.array(
+        np.repeat([d[2] for d in done], [len(next(iter(d[1].values()))) for d in done]).astype(object), pa.string()
+    )
     arrays = []
     for name, arrow, _ in config.fields:
         if name == "predicted_at":
@@ -310,6 +397,7 @@ def _column(values: np.ndarray, arrow: pa.DataType, array: bool) -> pa.Array:
 
 # ---- driver side: the session and the batch job ----
 
+
 def prepare_environment() -> None:
     """Workers run this interpreter (PYSPARK_PYTHON, unless set); JAVA_HOME from `java` on PATH, unless set."""
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -318,8 +406,10 @@ def prepare_environment() -> None:
         return
     java = Path(os.environ["JAVA_HOME"]) / "bin" / "java" if os.environ.get("JAVA_HOME") else shutil.which("java")
     if not java or not Path(java).exists():
-        raise UsageError("Spark needs Java 17 or later and found none (JAVA_HOME unset, no `java` on PATH); "
-                         "install it, e.g. apt-get install openjdk-17-jre-headless")
+        raise UsageError(
+            "Spark needs Java 17 or later and found none (JAVA_HOME unset, no `java` on PATH); "
+            "install it, e.g. apt-get install openjdk-17-jre-headless"
+        )
     text = subprocess.run([str(java), "-version"], check=False, capture_output=True, text=True).stderr
     found = re.search(r'version "(\d+)', text)
     if not found or int(found.group(1)) < 17:
@@ -327,8 +417,9 @@ def prepare_environment() -> None:
     os.environ.setdefault("JAVA_HOME", str(Path(os.path.realpath(java)).parent.parent))
 
 
-def session(master: str | None = None, conf: dict[str, str] | None = None,
-            app_name: str = "tritonkit score") -> SparkSession:
+def session(
+    master: str | None = None, conf: dict[str, str] | None = None, app_name: str = "tritonkit score"
+) -> SparkSession:
     """A SparkSession: `master` (default local[*], or spark-submit's own when launched by it)."""
     prepare_environment()
     builder = SparkSession.builder.appName(app_name)
@@ -339,8 +430,9 @@ def session(master: str | None = None, conf: dict[str, str] | None = None,
     return builder.getOrCreate()
 
 
-def score_frame(frame: DataFrame, predict: TritonUDF, id_column: str | None = None,
-                partitions: int | None = None) -> DataFrame:
+def score_frame(
+    frame: DataFrame, predict: TritonUDF, id_column: str | None = None, partitions: int | None = None
+) -> DataFrame:
     """`tritonkit score`'s output columns, plus `error`, for every row of `frame`.
 
     Without `id_column` the id is `row`, the row's number in the input as `score` counts it (files
@@ -348,8 +440,9 @@ def score_frame(frame: DataFrame, predict: TritonUDF, id_column: str | None = No
     """
     needed = predict.columns(frame.columns)
     if id_column is not None and id_column not in frame.columns:
-        raise UsageError(f"--id-column {id_column!r} is not a column of the input; its columns: "
-                         f"{', '.join(frame.columns)}")
+        raise UsageError(
+            f"--id-column {id_column!r} is not a column of the input; its columns: {', '.join(frame.columns)}"
+        )
     name = id_column or "row"
     ids = F.col(_quoted(id_column)) if id_column else _row_numbers(frame)
     base = frame.select(ids.alias(name), *[F.col(_quoted(c)) for c in needed if c != name])
@@ -358,9 +451,12 @@ def score_frame(frame: DataFrame, predict: TritonUDF, id_column: str | None = No
     result = base.select(F.col(_quoted(name)), predict(base).alias("__triton"))
     extra = [n for n in ("predicted_label", "segment") if n in predict.return_type.names]
     return result.select(
-        F.col(_quoted(name)), *[F.col(f"__triton.{_quoted(t.name)}").alias(t.name) for t in predict.meta.outputs],
-        *[F.col(f"__triton.{n}").alias(n) for n in extra], F.lit(predict.meta.name).alias("model_name"),
-        *[F.col(f"__triton.{n}").alias(n) for n in ("model_version", "predicted_at", ERROR_COLUMN)])
+        F.col(_quoted(name)),
+        *[F.col(f"__triton.{_quoted(t.name)}").alias(t.name) for t in predict.meta.outputs],
+        *[F.col(f"__triton.{n}").alias(n) for n in extra],
+        F.lit(predict.meta.name).alias("model_name"),
+        *[F.col(f"__triton.{n}").alias(n) for n in ("model_version", "predicted_at", ERROR_COLUMN)],
+    )
 
 
 def _row_numbers(frame: DataFrame) -> Column:
@@ -382,7 +478,7 @@ def read_input(spark: SparkSession, source: str | Path) -> DataFrame:
     """`table:NAME` reads a table; a local Parquet file or folder reads the files `score` would; a URI as is."""
     text = str(source)
     if text.startswith(TABLE_PREFIX):
-        return spark.table(text[len(TABLE_PREFIX):])
+        return spark.table(text[len(TABLE_PREFIX) :])
     if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", text) and not text.startswith("file://"):
         return spark.read.parquet(text)
     from tritonkit.clients import sources
@@ -390,8 +486,10 @@ def read_input(spark: SparkSession, source: str | Path) -> DataFrame:
     files = sources.input_files(Path(text.removeprefix("file://")))
     formats = {sources.input_format(f) for f in files}
     if formats != {"parquet"}:
-        raise UsageError(f"--engine spark reads Parquet or a table (table:NAME); input {text} is "
-                         f"{', '.join(sorted(formats))}. Use --engine local for CSV and JSON Lines")
+        raise UsageError(
+            f"--engine spark reads Parquet or a table (table:NAME); input {text} is "
+            f"{', '.join(sorted(formats))}. Use --engine local for CSV and JSON Lines"
+        )
     return spark.read.parquet(*[str(f.resolve()) for f in files])
 
 
@@ -404,11 +502,13 @@ class SparkReport(ScoreReport):
 
 def _check(options: ScoreOptions) -> None:
     defaults = ScoreOptions(model="", input=Path(), output=Path())
-    for option, name, hint in (("shard", "--shard", "Spark partitions the input itself"),
-                               ("resume", "--resume", "Spark retries failed tasks; rerun a failed job"),
-                               ("store", "--store", "load the Parquet output into the store"),
-                               ("rejects", "--rejects", "rejected rows stay in the output with `error` set"),
-                               ("chunk_rows", "--chunk-rows", "Spark's partitions are the unit of work")):
+    for option, name, hint in (
+        ("shard", "--shard", "Spark partitions the input itself"),
+        ("resume", "--resume", "Spark retries failed tasks; rerun a failed job"),
+        ("store", "--store", "load the Parquet output into the store"),
+        ("rejects", "--rejects", "rejected rows stay in the output with `error` set"),
+        ("chunk_rows", "--chunk-rows", "Spark's partitions are the unit of work"),
+    ):
         value = getattr(options, option)
         if value != getattr(defaults, option):
             shown = "/".join(map(str, value)) if option == "shard" else value
@@ -417,8 +517,9 @@ def _check(options: ScoreOptions) -> None:
         raise UsageError(f"--format {options.format!r}: --engine spark writes parquet only")
 
 
-def run_score(options: ScoreOptions, spark: SparkSession | None = None, master: str | None = None,
-              partitions: int | None = None) -> SparkReport:
+def run_score(
+    options: ScoreOptions, spark: SparkSession | None = None, master: str | None = None, partitions: int | None = None
+) -> SparkReport:
     """The nightly job: read Parquet (or `table:NAME`), score through Triton, write Parquet (`score`'s columns)."""
     _check(options)
     if str(options.input).startswith(TABLE_PREFIX) and not options.id_column:
@@ -431,14 +532,26 @@ def run_score(options: ScoreOptions, spark: SparkSession | None = None, master: 
     spark = spark or session(master)
     try:
         stats = spark.sparkContext.accumulator({}, _Counts())
-    except Exception:  # noqa: BLE001 - Spark Connect has no SparkContext, hence no statistics
+    except Exception:  # noqa: BLE001 - Spark Connect has no SparkContext: no statistics
         stats = None
-    predict = TritonUDF(options.model, options.url, version=options.version, protocol=options.protocol,
-                        maps=options.maps, threshold=options.threshold, score_output=options.score_output,
-                        segments=options.segments, segment_bounds=options.segment_bounds,
-                        batch_size=options.batch_size, concurrency=options.concurrency, timeout_s=options.timeout_s,
-                        ssl=options.ssl, root_certificates=options.root_certificates, headers=options.headers,
-                        stats=stats)
+    predict = TritonUDF(
+        options.model,
+        options.url,
+        version=options.version,
+        protocol=options.protocol,
+        maps=options.maps,
+        threshold=options.threshold,
+        score_output=options.score_output,
+        segments=options.segments,
+        segment_bounds=options.segment_bounds,
+        batch_size=options.batch_size,
+        concurrency=options.concurrency,
+        timeout_s=options.timeout_s,
+        ssl=options.ssl,
+        root_certificates=options.root_certificates,
+        headers=options.headers,
+        stats=stats,
+    )
     frame = score_frame(read_input(spark, options.input), predict, options.id_column, partitions)
     key = "spark.sql.parquet.outputTimestampType"  # predicted_at as timestamp[us, UTC], as `score` writes it
     previous = spark.conf.get(key)
@@ -453,15 +566,29 @@ def run_score(options: ScoreOptions, spark: SparkSession | None = None, master: 
     finally:
         spark.conf.set(key, previous)
     wall = time.perf_counter() - start
-    summary = spark.read.parquet(output).agg(F.count(F.lit(1)).alias("rows"), F.count(ERROR_COLUMN).alias("bad"),
-                                             F.max("model_version").alias("version")).first()
+    summary = (
+        spark.read.parquet(output)
+        .agg(
+            F.count(F.lit(1)).alias("rows"), F.count(ERROR_COLUMN).alias("bad"), F.max("model_version").alias("version")
+        )
+        .first()
+    )
     counts = dict(stats.value) if stats is not None else {}
     counts["workers"] = len(counts.get("workers", ()))
-    return SparkReport(model=predict.meta.name, model_version=summary["version"] or "", rows_read=summary["rows"],
-                       rows_scored=summary["rows"] - summary["bad"], rows_rejected=summary["bad"],
-                       wall_s=round(wall, 3), rows_per_s=round(summary["rows"] / wall, 1) if wall else 0.0,
-                       requests=counts.get("requests", 0), retries=counts.get("retries", 0), output=output,
-                       rejects=f"rows of the output with `{ERROR_COLUMN}` set", stats=counts)
+    return SparkReport(
+        model=predict.meta.name,
+        model_version=summary["version"] or "",
+        rows_read=summary["rows"],
+        rows_scored=summary["rows"] - summary["bad"],
+        rows_rejected=summary["bad"],
+        wall_s=round(wall, 3),
+        rows_per_s=round(summary["rows"] / wall, 1) if wall else 0.0,
+        requests=counts.get("requests", 0),
+        retries=counts.get("retries", 0),
+        output=output,
+        rejects=f"rows of the output with `{ERROR_COLUMN}` set",
+        stats=counts,
+    )
 
 
 if __name__ == "__main__":  # spark-submit tritonkit/spark.py ARGS == tritonkit score --engine spark ARGS

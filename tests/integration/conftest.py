@@ -23,8 +23,13 @@ def _save(model_dir: Path, graph, config: str) -> None:
 
 def build_dtypes_model(repository: Path) -> None:
     """`dtypes`: one input and output per datatype; config.pbtxt names only the backend (auto-complete)."""
-    kinds = [("a", TensorProto.FLOAT, 2, "Mul"), ("b", TensorProto.FLOAT16, 2, "Add"),
-             ("c", TensorProto.INT64, 1, "Add"), ("d", TensorProto.INT32, 1, "Mul"), ("e", TensorProto.BOOL, 1, "Not")]
+    kinds = [
+        ("a", TensorProto.FLOAT, 2, "Mul"),
+        ("b", TensorProto.FLOAT16, 2, "Add"),
+        ("c", TensorProto.INT64, 1, "Add"),
+        ("d", TensorProto.INT32, 1, "Mul"),
+        ("e", TensorProto.BOOL, 1, "Not"),
+    ]
     nodes, inputs, outputs, inits = [], [], [], []
     for name, dtype, width, op in kinds:
         inputs.append(helper.make_tensor_value_info(name, dtype, ["batch", width]))
@@ -41,7 +46,8 @@ def build_dtypes_model(repository: Path) -> None:
 def build_varlen_model(repository: Path) -> None:
     """`varlen`: the config accepts any row length, the ONNX graph only 4: bad rows reach the backend."""
     graph = helper.make_graph(
-        [helper.make_node("Mul", ["x", "two"], ["y"])], "varlen",
+        [helper.make_node("Mul", ["x", "two"], ["y"])],
+        "varlen",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
         initializer=[helper.make_tensor("two", TensorProto.FLOAT, [], [2.0])],
@@ -59,7 +65,8 @@ instance_group [ { count: 1 kind: KIND_CPU } ]
 def build_vector_model(repository: Path) -> None:
     """`vector`: one FP32 [4] input, y = 2x: fed by a list column or by four stacked scalar columns."""
     graph = helper.make_graph(
-        [helper.make_node("Mul", ["x", "two"], ["y"])], "vector",
+        [helper.make_node("Mul", ["x", "two"], ["y"])],
+        "vector",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
         initializer=[helper.make_tensor("two", TensorProto.FLOAT, [], [2.0])],

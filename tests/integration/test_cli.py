@@ -78,8 +78,19 @@ def test_server_start_names_model_and_reason_when_model_fails_to_load(tmp_path):
 
 
 def test_serve_exits_with_clear_error_when_repository_empty(tmp_path):
-    result = run("serve", "--model-repository", str(tmp_path), "--http-port", "0", "--grpc-port", "0",
-                 "--metrics-port", "0", "--log-file", str(tmp_path / "t.log"))
+    result = run(
+        "serve",
+        "--model-repository",
+        str(tmp_path),
+        "--http-port",
+        "0",
+        "--grpc-port",
+        "0",
+        "--metrics-port",
+        "0",
+        "--log-file",
+        str(tmp_path / "t.log"),
+    )
     assert result.returncode == 3
     assert "is empty" in result.stderr and "Traceback" not in result.stderr
 
@@ -89,9 +100,23 @@ def test_serve_stops_cleanly_when_sent_sigterm(churn_repository, tmp_path):
     shutil.copytree(churn_repository / "churn", repository / "churn")
     grpc_port = free_port()
     process = subprocess.Popen(
-        [*TRITONKIT, "serve", "--model-repository", str(repository), "--http-port", str(free_port()),
-         "--grpc-port", str(grpc_port), "--metrics-port", str(free_port()), "--log-file", str(tmp_path / "t.log")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            *TRITONKIT,
+            "serve",
+            "--model-repository",
+            str(repository),
+            "--http-port",
+            str(free_port()),
+            "--grpc-port",
+            str(grpc_port),
+            "--metrics-port",
+            str(free_port()),
+            "--log-file",
+            str(tmp_path / "t.log"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         first = process.stdout.readline()

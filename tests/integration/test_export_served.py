@@ -68,8 +68,9 @@ def nets(tmp_path_factory):
 @pytest.fixture(scope="module")
 def pipeline():
     data = synthetic_customers(2_000, seed=3)
-    return Pipeline([("scale", StandardScaler()), ("forest", RandomForestClassifier(100, random_state=0, n_jobs=1))]) \
-        .fit(data[FEATURES].to_numpy(np.float32), data["churned"])
+    return Pipeline(
+        [("scale", StandardScaler()), ("forest", RandomForestClassifier(100, random_state=0, n_jobs=1))]
+    ).fit(data[FEATURES].to_numpy(np.float32), data["churned"])
 
 
 @pytest.fixture(scope="module")
@@ -82,12 +83,19 @@ def repository(tmp_path_factory, pipeline, nets):
         export_sklearn(folder / "churn_rf.joblib", ExportOptions(repo, "churn_rf", instances=1))
     torch.manual_seed(0)
     torch.save(nets.ChurnNet().state_dict(), folder / "churn_net.pt")
-    export_torch(ExportOptions(repo, "churn_net", instances=1, warmup_batch_size=8, response_cache=True),
-                 factory="export_served_nets:ChurnNet", weights=folder / "churn_net.pt",
-                 input_shapes=["features=5"])
+    export_torch(
+        ExportOptions(repo, "churn_net", instances=1, warmup_batch_size=8, response_cache=True),
+        factory="export_served_nets:ChurnNet",
+        weights=folder / "churn_net.pt",
+        input_shapes=["features=5"],
+    )
     torch.jit.script(nets.Scorer()).save(str(folder / "scorer.pt"))
-    export_torch(ExportOptions(repo, "scorer_fp16", instances=1, fp16=True, output_names=("hidden", "score")),
-                 model_file=folder / "scorer.pt", input_shapes=["x=3", "ids=6"], input_dtypes=["ids=INT64"])
+    export_torch(
+        ExportOptions(repo, "scorer_fp16", instances=1, fp16=True, output_names=("hidden", "score")),
+        model_file=folder / "scorer.pt",
+        input_shapes=["x=3", "ids=6"],
+        input_dtypes=["ids=INT64"],
+    )
     return repo
 
 
@@ -157,8 +165,9 @@ def test_fp16_export_answers_in_fp16_close_to_fp32_torch_when_served(server, rep
     np.testing.assert_array_equal(served["hidden"], local["hidden"])
     np.testing.assert_allclose(served["hidden"], hidden.numpy(), rtol=0, atol=1e-2 * max(1, hidden.abs().max()))
     assert served["score"].reshape(-1).shape == (64,), "a batch-only output comes back one value per row"
-    np.testing.assert_allclose(served["score"].reshape(-1), score.numpy(), rtol=0,
-                               atol=2e-2 * max(1, score.abs().max()))
+    np.testing.assert_allclose(
+        served["score"].reshape(-1), score.numpy(), rtol=0, atol=2e-2 * max(1, score.abs().max())
+    )
 
 
 def _config(server, model: str) -> dict:

@@ -29,8 +29,13 @@ from tritonkit.server import EmbeddedServer
 
 TRITONKIT = [sys.executable, "-m", "tritonkit.cli"]
 ADMIN_KEY = "faults-admin-key-0123456789abcdef"
-RECORD = {"tenure_months": 3.0, "monthly_charges": 95.5, "support_calls": 4.0, "days_since_login": 21.0,
-          "num_products": 1.0}
+RECORD = {
+    "tenure_months": 3.0,
+    "monthly_charges": 95.5,
+    "support_calls": 4.0,
+    "days_since_login": 21.0,
+    "num_products": 1.0,
+}
 
 
 @pytest.fixture
@@ -64,16 +69,26 @@ def wait_for(condition, timeout_s: float = 60, what: str = "condition") -> None:
 def test_bulk_run_completes_every_row_once_when_server_is_killed_and_restarted(churn_only, customers, tmp_path):
     path, frame = customers
     out = tmp_path / "out.parquet"
-    with EmbeddedServer(churn_only, http_port=0, grpc_port=0, metrics_port=0, exit_timeout_s=5,
-                        log_file=tmp_path / "triton.log") as server:
+    with EmbeddedServer(
+        churn_only, http_port=0, grpc_port=0, metrics_port=0, exit_timeout_s=5, log_file=tmp_path / "triton.log"
+    ) as server:
         outcome = {}
 
         def run() -> None:
             try:
-                outcome["report"] = score(ScoreOptions(model="churn", input=path, output=out, url=server.grpc_url,
-                                                       id_column="customer_id", chunk_rows=1_000, batch_size=250,
-                                                       concurrency=1))
-            except BaseException as e:  # noqa: BLE001 - reported by the assertions below
+                outcome["report"] = score(
+                    ScoreOptions(
+                        model="churn",
+                        input=path,
+                        output=out,
+                        url=server.grpc_url,
+                        id_column="customer_id",
+                        chunk_rows=1_000,
+                        batch_size=250,
+                        concurrency=1,
+                    )
+                )
+            except BaseException as e:
                 outcome["error"] = e
 
         thread = threading.Thread(target=run)
@@ -96,23 +111,46 @@ def test_bulk_run_completes_every_row_once_when_server_is_killed_and_restarted(c
 def test_resume_after_kill_9_at_random_points_ends_with_every_row_exactly_once(server, customers, tmp_path):
     path, frame = customers
     out = tmp_path / "out.parquet"
-    command = [*TRITONKIT, "score", "--model", "churn", "--input", str(path), "--output", str(out), "--url",
-               server.grpc_url, "--id-column", "customer_id", "--chunk-rows", "500", "--batch-size", "250",
-               "--concurrency", "1", "--no-progress", "--report", str(tmp_path / "r.json")]
+    command = [
+        *TRITONKIT,
+        "score",
+        "--model",
+        "churn",
+        "--input",
+        str(path),
+        "--output",
+        str(out),
+        "--url",
+        server.grpc_url,
+        "--id-column",
+        "customer_id",
+        "--chunk-rows",
+        "500",
+        "--batch-size",
+        "250",
+        "--concurrency",
+        "1",
+        "--no-progress",
+        "--report",
+        str(tmp_path / "r.json"),
+    ]
     chunks = 60
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
     kills = 0
     for attempt in range(3):  # killed up to twice at random points, then left to finish
-        process = subprocess.Popen([*command, *(["--resume"] if attempt else [])], stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.PIPE, text=True)
+        process = subprocess.Popen(
+            [*command, *(["--resume"] if attempt else [])], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
         if attempt < 2:
             # A random chunk in the first third of what is left, then a random moment: mid-request,
             # mid-write or between chunks.
             before = parts_done(out)
             target = rng.randint(before + 1, before + max(1, (chunks - before) // 3))
-            wait_for(lambda target=target, process=process: parts_done(out) >= target or process.poll() is not None,
-                     what=f"chunk {target}")
+            wait_for(
+                lambda target=target, process=process: parts_done(out) >= target or process.poll() is not None,
+                what=f"chunk {target}",
+            )
             time.sleep(rng.uniform(0, 0.02))
             if process.poll() is None:
                 process.send_signal(signal.SIGKILL)
@@ -138,7 +176,7 @@ def reload_traffic(server, protocol: str, stop: threading.Event, seen: list, err
         while not stop.is_set():
             try:
                 seen.append(client.predict("churn", RECORD).model_version)
-            except Exception as e:  # noqa: BLE001 - every failure is a finding
+            except Exception as e:
                 errors.append(e)
 
 
@@ -146,11 +184,20 @@ def test_reload_with_new_version_under_traffic_fails_no_request_and_ends_on_new_
     broken = churn_only / "broken"
     (broken / "1").mkdir(parents=True)
     (broken / "1" / "model.onnx").write_bytes(b"not an onnx file")
-    (broken / "config.pbtxt").write_text((churn_only / "churn" / "config.pbtxt").read_text()
-                                         .replace('name: "churn"', 'name: "broken"'))
-    with EmbeddedServer(churn_only, http_port=0, grpc_port=0, metrics_port=0, exit_timeout_s=5,
-                        model_control_mode="explicit", extra_args=["--load-model=churn"], admin_key=ADMIN_KEY,
-                        log_file=tmp_path / "triton.log") as server:
+    (broken / "config.pbtxt").write_text(
+        (churn_only / "churn" / "config.pbtxt").read_text().replace('name: "churn"', 'name: "broken"')
+    )
+    with EmbeddedServer(
+        churn_only,
+        http_port=0,
+        grpc_port=0,
+        metrics_port=0,
+        exit_timeout_s=5,
+        model_control_mode="explicit",
+        extra_args=["--load-model=churn"],
+        admin_key=ADMIN_KEY,
+        log_file=tmp_path / "triton.log",
+    ) as server:
         admin = TritonClient(server.grpc_url, headers=server.admin_headers("grpc"))
         # A model that fails to load: a clear error naming it and why; the server keeps serving the rest.
         with pytest.raises(ModelLoadError) as failed:
@@ -159,8 +206,10 @@ def test_reload_with_new_version_under_traffic_fails_no_request_and_ends_on_new_
         assert "model `broken` failed to load" in str(failed.value)
 
         stop, seen, errors = threading.Event(), [], []
-        threads = [threading.Thread(target=reload_traffic, args=(server, protocol, stop, seen, errors))
-                   for protocol in ("grpc", "http")]
+        threads = [
+            threading.Thread(target=reload_traffic, args=(server, protocol, stop, seen, errors))
+            for protocol in ("grpc", "http")
+        ]
         for thread in threads:
             thread.start()
         wait_for(lambda: len(seen) >= 20, what="traffic on version 1")
@@ -174,12 +223,19 @@ def test_reload_with_new_version_under_traffic_fails_no_request_and_ends_on_new_
         admin.close()
     assert errors == [], f"{len(errors)} of {len(seen) + len(errors)} requests failed during the reload: {errors[:3]}"
     # Each traffic thread may have had one request on version 1 in flight when the reload returned.
-    assert seen[0] == "1" and set(seen[count + 2:]) == {"2"}
+    assert seen[0] == "1" and set(seen[count + 2 :]) == {"2"}
 
 
 def test_predict_raises_model_not_found_naming_model_when_model_is_not_loaded(churn_only, tmp_path):
-    with EmbeddedServer(churn_only, http_port=0, grpc_port=0, metrics_port=0, exit_timeout_s=5,
-                        model_control_mode="explicit", log_file=tmp_path / "triton.log") as server:
+    with EmbeddedServer(
+        churn_only,
+        http_port=0,
+        grpc_port=0,
+        metrics_port=0,
+        exit_timeout_s=5,
+        model_control_mode="explicit",
+        log_file=tmp_path / "triton.log",
+    ) as server:
         for protocol, url in (("grpc", server.grpc_url), ("http", server.http_url)):
             with TritonClient(url, protocol=protocol) as client, pytest.raises(ModelNotFoundError) as missing:
                 client.predict("churn", RECORD)
@@ -201,9 +257,25 @@ def test_score_exits_with_clear_error_and_no_output_when_folder_is_not_writable(
     folder.mkdir()
     folder.chmod(0o555)
     try:
-        result = subprocess.run([*drop_file_permissions(), *TRITONKIT, "score", "--model", "churn", "--input",
-                                 str(path), "--output", str(folder / "out.parquet"), "--url", server.grpc_url,
-                                 "--no-progress"], capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            [
+                *drop_file_permissions(),
+                *TRITONKIT,
+                "score",
+                "--model",
+                "churn",
+                "--input",
+                str(path),
+                "--output",
+                str(folder / "out.parquet"),
+                "--url",
+                server.grpc_url,
+                "--no-progress",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     finally:
         folder.chmod(0o755)
     assert result.returncode == 12, result.stderr
@@ -213,12 +285,28 @@ def test_score_exits_with_clear_error_and_no_output_when_folder_is_not_writable(
 
 
 @pytest.mark.parametrize("limit", [400_000, 100_000], ids=["output-fills", "parts-fill"])
-def test_score_exits_with_clear_error_leaving_no_final_file_when_disk_fills_then_resumes(server, customers, tmp_path,
-                                                                                       limit):
+def test_score_exits_with_clear_error_leaving_no_final_file_when_disk_fills_then_resumes(
+    server, customers, tmp_path, limit
+):
     path, frame = customers
     out = tmp_path / "out.csv"
-    command = [*TRITONKIT, "score", "--model", "churn", "--input", str(path), "--output", str(out), "--url",
-               server.grpc_url, "--id-column", "customer_id", "--chunk-rows", "5000", "--no-progress"]
+    command = [
+        *TRITONKIT,
+        "score",
+        "--model",
+        "churn",
+        "--input",
+        str(path),
+        "--output",
+        str(out),
+        "--url",
+        server.grpc_url,
+        "--id-column",
+        "customer_id",
+        "--chunk-rows",
+        "5000",
+        "--no-progress",
+    ]
 
     def small_disk() -> None:  # no file may grow past `limit` bytes: 400 kB holds a part, not the 2 MB output
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
@@ -240,9 +328,11 @@ def test_score_exits_with_clear_error_leaving_no_final_file_when_disk_fills_then
 
 def test_server_stops_when_the_process_that_started_it_is_killed_with_sigkill(churn_only, tmp_path):
     """No orphaned Triton keeps the ports after its parent dies without cleaning up."""
-    script = ("import sys, time\nfrom tritonkit.server import EmbeddedServer\n"
-              f"server = EmbeddedServer({str(churn_only)!r}, http_port=0, grpc_port=0, metrics_port=0).start()\n"
-              "print(server.pid, flush=True)\ntime.sleep(600)\n")
+    script = (
+        "import sys, time\nfrom tritonkit.server import EmbeddedServer\n"
+        f"server = EmbeddedServer({str(churn_only)!r}, http_port=0, grpc_port=0, metrics_port=0).start()\n"
+        "print(server.pid, flush=True)\ntime.sleep(600)\n"
+    )
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         triton = int(parent.stdout.readline())

@@ -8,9 +8,9 @@ import time
 
 import pytest
 import typer
+from test_store_redis import RedisProcess, redis_server, redis_url  # noqa: F401  (shared Redis fixtures)
 from typer.testing import CliRunner
 
-from test_store_redis import RedisProcess, redis_server, redis_url  # noqa: F401  (shared Redis fixtures)
 from tritonkit.clients import TritonClient
 from tritonkit.clients.hybrid import FeatureTable, HybridClient
 from tritonkit.clients.store import Entry, open_store, row_outputs
@@ -89,8 +89,16 @@ def test_hybrid_lookup_scores_live_and_writes_back_when_miss(store, triton):
     assert written.source == "realtime" and written.outputs == result.outputs
     again = client.lookup("new-customer")  # no features needed now: it is a hit
     assert (again.status, again.source, again.outputs) == ("hit", "realtime", result.outputs)
-    assert client.stats.to_dict() == {"lookups": 2, "hit": 1, "miss": 1, "stale": 0, "fallback": 1,
-                                      "fallback_errors": 0, "store_errors": 0, "hit_rate": 0.5}
+    assert client.stats.to_dict() == {
+        "lookups": 2,
+        "hit": 1,
+        "miss": 1,
+        "stale": 0,
+        "fallback": 1,
+        "fallback_errors": 0,
+        "store_errors": 0,
+        "hit_rate": 0.5,
+    }
 
 
 def test_hybrid_lookup_scores_live_when_entry_older_than_max_age(store, triton):
@@ -176,16 +184,45 @@ def test_lookup_command_scores_live_then_hits_when_features_given(cli, server, s
 
 
 def test_lookup_command_reads_feature_table_when_given(cli, server, store_url, feature_table):
-    result = CliRunner().invoke(cli, ["lookup", "--model", "churn", "--id", "3", "--store", store_url, "--url",
-                                      server.grpc_url, "--feature-table", str(feature_table), "--id-column",
-                                      "customer_id"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "lookup",
+            "--model",
+            "churn",
+            "--id",
+            "3",
+            "--store",
+            store_url,
+            "--url",
+            server.grpc_url,
+            "--feature-table",
+            str(feature_table),
+            "--id-column",
+            "customer_id",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["status"] == "miss" and json.loads(result.output)["source"] == "live"
 
 
 def test_lookup_command_says_store_unavailable_when_redis_port_closed(cli, server):
-    result = CliRunner().invoke(cli, ["lookup", "--model", "churn", "--id", "1", "--features", json.dumps(RECORD),
-                                      "--store", f"redis://127.0.0.1:{free_port()}/0", "--url", server.grpc_url])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "lookup",
+            "--model",
+            "churn",
+            "--id",
+            "1",
+            "--features",
+            json.dumps(RECORD),
+            "--store",
+            f"redis://127.0.0.1:{free_port()}/0",
+            "--url",
+            server.grpc_url,
+        ],
+    )
     assert result.exit_code == 0, result.output
     body = json.loads(result.output)
     assert body["status"] == "store_unavailable" and body["source"] == "live" and "Connection refused" in body["detail"]

@@ -48,8 +48,7 @@ def minilm(tmp_path_factory):
 def server(minilm, tmp_path_factory):
     """The embedded Triton serving only the minilm ensemble, on free loopback ports."""
     log = tmp_path_factory.mktemp("minilm-logs") / "triton.log"
-    with EmbeddedServer(minilm[0], http_port=0, grpc_port=0, metrics_port=0, log_file=log,
-                        exit_timeout_s=5) as running:
+    with EmbeddedServer(minilm[0], http_port=0, grpc_port=0, metrics_port=0, log_file=log, exit_timeout_s=5) as running:
         yield running
 
 
@@ -93,10 +92,12 @@ def test_minilm_embeds_raw_text_like_transformers_and_onnxruntime_when_served(se
     assert cosine(embeddings, expected).min() >= 0.9999
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
     tokens = transformers.AutoTokenizer.from_pretrained(str(minilm_dir()), local_files_only=True)(
-        SENTENCES, padding=True, truncation=True, max_length=DEFAULT_MAX_LENGTH, return_tensors="np")
+        SENTENCES, padding=True, truncation=True, max_length=DEFAULT_MAX_LENGTH, return_tensors="np"
+    )
     session = ort.InferenceSession(str(minilm[1].encoder_path), providers=["CPUExecutionProvider"])
-    in_process = session.run(["sentence_embedding"], {n: tokens[n].astype(np.int64)
-                                                      for n in ("input_ids", "attention_mask")})[0]
+    in_process = session.run(
+        ["sentence_embedding"], {n: tokens[n].astype(np.int64) for n in ("input_ids", "attention_mask")}
+    )[0]
     # Same ONNX file, same tokens: only thread and batch layout may move the last bits.
     np.testing.assert_allclose(embeddings, in_process, rtol=0, atol=1e-5)
     assert cosine(embeddings[:1], embeddings[1:2])[0] < 0.9, "different sentences should embed differently"
@@ -110,8 +111,12 @@ def test_minilm_predict_takes_one_string_when_record_is_a_sentence(server, refer
 
 
 def test_minilm_answers_each_of_concurrent_requests_with_its_own_embedding(server, reference):
-    texts = [f"Concurrent request number {i} talks about {topic}." for i, topic in
-             enumerate(["cats", "stock markets", "rain", "football", "databases", "music", "cooking", "space"])]
+    texts = [
+        f"Concurrent request number {i} talks about {topic}."
+        for i, topic in enumerate(
+            ["cats", "stock markets", "rain", "football", "databases", "music", "cooking", "space"]
+        )
+    ]
     with client_for(server, "grpc") as client, ThreadPoolExecutor(len(texts)) as pool:
         results = list(pool.map(lambda t: client.infer_arrays("minilm", text_batch([t]))[0], texts))
     served = np.concatenate([r["sentence_embedding"] for r in results])
@@ -129,7 +134,8 @@ def test_minilm_truncates_text_longer_than_max_length_instead_of_failing(server,
 
 def test_minilm_encoder_is_callable_with_token_ids_when_client_tokenizes(server, minilm, reference):
     tokens = transformers.AutoTokenizer.from_pretrained(str(minilm_dir()), local_files_only=True)(
-        SENTENCES[:2], padding=True, return_tensors="np")
+        SENTENCES[:2], padding=True, return_tensors="np"
+    )
     arrays = {n: tokens[n].astype(np.int64) for n in ("input_ids", "attention_mask")}
     with client_for(server, "grpc") as client:
         served, _, _ = client.infer_arrays("minilm_encoder", arrays)

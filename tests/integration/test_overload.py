@@ -47,9 +47,15 @@ class TritonPythonModel:
 def write_sleepy(repository: Path, name: str, policy: QueuePolicy) -> None:
     (repository / name / "1").mkdir(parents=True)
     (repository / name / "1" / "model.py").write_text(SLEEPY)
-    ModelConfig(name, backend="python", max_batch_size=1, inputs=[TensorSpec("x", "FP32", [1])],
-                outputs=[TensorSpec("y", "FP32", [1])], dynamic_batching=DynamicBatching(default_queue_policy=policy),
-                instance_groups=[InstanceGroup(count=1, kind="KIND_CPU")]).write(repository / name)
+    ModelConfig(
+        name,
+        backend="python",
+        max_batch_size=1,
+        inputs=[TensorSpec("x", "FP32", [1])],
+        outputs=[TensorSpec("y", "FP32", [1])],
+        dynamic_batching=DynamicBatching(default_queue_policy=policy),
+        instance_groups=[InstanceGroup(count=1, kind="KIND_CPU")],
+    ).write(repository / name)
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +63,14 @@ def slow_server(tmp_path_factory):
     repository = tmp_path_factory.mktemp("slow-repository")
     write_sleepy(repository, "sleepy", QueuePolicy(max_queue_size=QUEUE))
     write_sleepy(repository, "sleepy_timeout", QueuePolicy(timeout_action="REJECT", default_timeout_us=200_000))
-    with EmbeddedServer(repository, http_port=0, grpc_port=0, metrics_port=0, exit_timeout_s=5,
-                        log_file=repository.parent / "triton.log") as running:
+    with EmbeddedServer(
+        repository,
+        http_port=0,
+        grpc_port=0,
+        metrics_port=0,
+        exit_timeout_s=5,
+        log_file=repository.parent / "triton.log",
+    ) as running:
         yield running
 
 
@@ -68,6 +80,7 @@ def url_of(server, protocol: str) -> str:
 
 def fill_queue(server, seconds: float, model: str = "sleepy", callers: int = QUEUE + 1) -> list[threading.Thread]:
     """Occupies the instance and the queue for about `seconds` (extra callers may be refused: fine)."""
+
     def block() -> None:
         with TritonClient(server.grpc_url, timeout_s=30) as client:
             try:
@@ -143,9 +156,23 @@ def test_call_raises_deadline_exceeded_naming_budget_when_model_answers_after_it
 
 
 def test_predict_command_exits_11_naming_budget_when_budget_exceeded(slow_server):
-    result = subprocess.run([*TRITONKIT, "predict", "--model", "sleepy", "--url", slow_server.grpc_url,
-                             "--input", '{"x": 2.0}', "--timeout-ms", "250"], capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [
+            *TRITONKIT,
+            "predict",
+            "--model",
+            "sleepy",
+            "--url",
+            slow_server.grpc_url,
+            "--input",
+            '{"x": 2.0}',
+            "--timeout-ms",
+            "250",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 11, result.stderr
     assert "250 ms budget" in result.stderr and "Traceback" not in result.stderr
 
@@ -163,8 +190,16 @@ def test_realtime_retry_rides_out_a_full_queue_when_policy_given(slow_server):
 def test_bulk_score_backs_off_and_scores_every_row_when_queue_keeps_overflowing(slow_server, tmp_path):
     frame = pd.DataFrame({"key": np.arange(24), "x": np.full(24, 0.02, np.float32)})
     frame.to_parquet(tmp_path / "in.parquet")
-    report = score(ScoreOptions(model="sleepy", input=tmp_path / "in.parquet", output=tmp_path / "out.parquet",
-                                url=slow_server.grpc_url, concurrency=8, id_column="key"))
+    report = score(
+        ScoreOptions(
+            model="sleepy",
+            input=tmp_path / "in.parquet",
+            output=tmp_path / "out.parquet",
+            url=slow_server.grpc_url,
+            concurrency=8,
+            id_column="key",
+        )
+    )
     assert report.retries > 0, "8 in flight against a queue of 2 should have been refused some of the time"
     assert (report.rows_read, report.rows_scored, report.rows_rejected) == (24, 24, 0)
     assert list(pd.read_parquet(tmp_path / "out.parquet").key) == list(range(24))
@@ -176,8 +211,9 @@ def test_bulk_gives_up_at_total_deadline_with_overloaded_error_when_queue_stays_
     blockers = fill_queue(slow_server, 2.0)
 
     async def once():
-        inferer = AsyncInferer(slow_server.grpc_url, meta, retry=RetryPolicy(attempts=1000, base_s=0.05, max_s=0.2,
-                                                                              max_total_s=1.0))
+        inferer = AsyncInferer(
+            slow_server.grpc_url, meta, retry=RetryPolicy(attempts=1000, base_s=0.05, max_s=0.2, max_total_s=1.0)
+        )
         try:
             with pytest.raises(OverloadedError) as refused:
                 await inferer.infer({"x": np.zeros((1, 1), np.float32)})
@@ -200,8 +236,9 @@ def test_bulk_gives_up_with_unavailable_at_total_deadline_when_no_server_listens
     meta = ModelMeta("m", ("1",), "", (TensorMeta("x", "FP32", (-1, 1)),), (TensorMeta("y", "FP32", (-1, 1)),), 8)
 
     async def once():
-        inferer = AsyncInferer(f"127.0.0.1:{free_port()}", meta,
-                               retry=RetryPolicy(attempts=1000, base_s=0.05, max_s=0.2, max_total_s=1.0))
+        inferer = AsyncInferer(
+            f"127.0.0.1:{free_port()}", meta, retry=RetryPolicy(attempts=1000, base_s=0.05, max_s=0.2, max_total_s=1.0)
+        )
         try:
             await inferer.infer({"x": np.zeros((1, 1), np.float32)})
         finally:

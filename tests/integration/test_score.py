@@ -38,13 +38,26 @@ def in_process(repository, frame: pd.DataFrame) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
-def test_score_output_equals_onnxruntime_in_input_order_when_parquet(server, churn_repository, customers, tmp_path,
-                                                                     protocol):
+def test_score_output_equals_onnxruntime_in_input_order_when_parquet(
+    server, churn_repository, customers, tmp_path, protocol
+):
     path, frame = customers
     url = server.grpc_url if protocol == "grpc" else server.http_url
-    report = score(ScoreOptions(model="churn", input=path, output=tmp_path / "out.parquet", url=url,
-                                protocol=protocol, id_column="customer_id", chunk_rows=8_192, batch_size=1_000,
-                                threshold=0.5, segments=["Low", "Medium", "High"], segment_bounds=[0.3, 0.6]))
+    report = score(
+        ScoreOptions(
+            model="churn",
+            input=path,
+            output=tmp_path / "out.parquet",
+            url=url,
+            protocol=protocol,
+            id_column="customer_id",
+            chunk_rows=8_192,
+            batch_size=1_000,
+            threshold=0.5,
+            segments=["Low", "Medium", "High"],
+            segment_bounds=[0.3, 0.6],
+        )
+    )
     assert (report.rows_read, report.rows_scored, report.rows_rejected) == (30_000, 30_000, 0)
     assert report.complete and report.model_version == "1"
     out = pd.read_parquet(tmp_path / "out.parquet")
@@ -67,10 +80,26 @@ def test_score_rejects_bad_rows_with_row_number_and_reason_when_csv_is_dirty(ser
     frame.loc[20, "days_since_login"] = np.inf
     frame.to_csv(tmp_path / "in.csv", index=False)
     result = subprocess.run(
-        [*TRITONKIT, "score", "--model", "churn", "--input", str(tmp_path / "in.csv"), "--output",
-         str(tmp_path / "out.csv"), "--url", server.grpc_url, "--id-column", "customer_id",
-         "--report", str(tmp_path / "report.json"), "--no-progress"],
-        capture_output=True, text=True, timeout=120,
+        [
+            *TRITONKIT,
+            "score",
+            "--model",
+            "churn",
+            "--input",
+            str(tmp_path / "in.csv"),
+            "--output",
+            str(tmp_path / "out.csv"),
+            "--url",
+            server.grpc_url,
+            "--id-column",
+            "customer_id",
+            "--report",
+            str(tmp_path / "report.json"),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 8, result.stderr
     report = json.loads((tmp_path / "report.json").read_text())
@@ -87,8 +116,15 @@ def test_score_rejects_bad_rows_with_row_number_and_reason_when_csv_is_dirty(ser
 def test_score_feeds_vector_input_from_list_column_and_from_stacked_columns(server, tmp_path):
     rows = [[1.0, 2.0, 3.0, 4.0], [0.5, 0.5, 0.5, 0.5], [1.0, 2.0], None, [9.0, 8.0, 7.0, 6.0]]
     pq.write_table(pa.table({"x": pa.array(rows, pa.list_(pa.float64())), "k": list("abcde")}), tmp_path / "v.parquet")
-    report = score(ScoreOptions(model="vector", input=tmp_path / "v.parquet", output=tmp_path / "v.jsonl",
-                                url=server.grpc_url, id_column="k"))
+    report = score(
+        ScoreOptions(
+            model="vector",
+            input=tmp_path / "v.parquet",
+            output=tmp_path / "v.jsonl",
+            url=server.grpc_url,
+            id_column="k",
+        )
+    )
     assert (report.rows_scored, report.rows_rejected) == (3, 2)
     out = [json.loads(line) for line in (tmp_path / "v.jsonl").read_text().splitlines()]
     assert [o["k"] for o in out] == ["a", "b", "e"]
@@ -97,10 +133,18 @@ def test_score_feeds_vector_input_from_list_column_and_from_stacked_columns(serv
     assert [(r["row"], r["id"]) for r in rejects] == [(2, "c"), (3, "d")]
     assert "`x` has 2 values" in rejects[0]["reason"] and "expects 4" in rejects[0]["reason"]
 
-    (tmp_path / "s.jsonl").write_text("\n".join(
-        [json.dumps({"a": i, "b": i + 1, "c": i + 2, "d": i + 3}) for i in range(5)] + ["{broken"]))
-    report = score(ScoreOptions(model="vector", input=tmp_path / "s.jsonl", output=tmp_path / "s.parquet",
-                                url=server.grpc_url, maps=["a,b,c,d=x"]))
+    (tmp_path / "s.jsonl").write_text(
+        "\n".join([json.dumps({"a": i, "b": i + 1, "c": i + 2, "d": i + 3}) for i in range(5)] + ["{broken"])
+    )
+    report = score(
+        ScoreOptions(
+            model="vector",
+            input=tmp_path / "s.jsonl",
+            output=tmp_path / "s.parquet",
+            url=server.grpc_url,
+            maps=["a,b,c,d=x"],
+        )
+    )
     assert (report.rows_read, report.rows_scored, report.rows_rejected) == (6, 5, 1)
     out = pq.read_table(tmp_path / "s.parquet").to_pydict()
     assert out["row"] == [0, 1, 2, 3, 4] and out["y"][4] == [8.0, 10.0, 12.0, 14.0]
@@ -120,8 +164,17 @@ def test_shards_cover_every_row_exactly_once_when_run_separately(server, custome
     seen = []
     for index in range(3):
         out = tmp_path / f"shard-{index}.parquet"
-        report = score(ScoreOptions(model="churn", input=path, output=out, url=server.grpc_url, chunk_rows=4_000,
-                                    shard=(index, 3), id_column="customer_id"))
+        report = score(
+            ScoreOptions(
+                model="churn",
+                input=path,
+                output=out,
+                url=server.grpc_url,
+                chunk_rows=4_000,
+                shard=(index, 3),
+                id_column="customer_id",
+            )
+        )
         assert report.complete
         seen.extend(pd.read_parquet(out).customer_id)
     assert len(seen) == len(frame) and set(seen) == set(frame.customer_id)
@@ -132,9 +185,27 @@ def test_resume_after_kill_9_ends_with_every_row_exactly_once(server, churn_repo
     path = tmp_path / "big.parquet"
     frame.to_parquet(path)
     out = tmp_path / "out.parquet"
-    command = [*TRITONKIT, "score", "--model", "churn", "--input", str(path), "--output", str(out), "--url",
-               server.grpc_url, "--id-column", "customer_id", "--chunk-rows", "2000", "--batch-size", "500",
-               "--concurrency", "2", "--no-progress"]
+    command = [
+        *TRITONKIT,
+        "score",
+        "--model",
+        "churn",
+        "--input",
+        str(path),
+        "--output",
+        str(out),
+        "--url",
+        server.grpc_url,
+        "--id-column",
+        "customer_id",
+        "--chunk-rows",
+        "2000",
+        "--batch-size",
+        "500",
+        "--concurrency",
+        "2",
+        "--no-progress",
+    ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     parts = tmp_path / "out.parquet.parts"
     deadline = time.monotonic() + 60
@@ -147,8 +218,9 @@ def test_resume_after_kill_9_ends_with_every_row_exactly_once(server, churn_repo
     assert not out.exists()
     again = subprocess.run([*command, "--report", str(tmp_path / "r.json")], capture_output=True, text=True)
     assert again.returncode == 2 and "--resume" in again.stderr
-    resumed = subprocess.run([*command, "--resume", "--report", str(tmp_path / "r.json")], capture_output=True,
-                             text=True, timeout=300)
+    resumed = subprocess.run(
+        [*command, "--resume", "--report", str(tmp_path / "r.json")], capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stderr
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["rows_read"] == report["rows_scored"] == 120_000
@@ -165,8 +237,16 @@ def test_score_writes_store_so_lookup_hits_and_freshness_passes_when_store_given
 
     path, frame = customers
     url = f"sqlite:///{tmp_path / 'preds.db'}"
-    report = score(ScoreOptions(model="churn", input=path, output=tmp_path / "o.parquet", url=server.grpc_url,
-                                id_column="customer_id", store=url))
+    report = score(
+        ScoreOptions(
+            model="churn",
+            input=path,
+            output=tmp_path / "o.parquet",
+            url=server.grpc_url,
+            id_column="customer_id",
+            store=url,
+        )
+    )
     assert report.complete
     out = pd.read_parquet(tmp_path / "o.parquet")
     with open_store(url) as store:

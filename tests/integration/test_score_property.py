@@ -22,11 +22,9 @@ from hypothesis import strategies as st
 from tritonkit.clients.score import ScoreOptions, score
 from tritonkit.export.churn import FEATURES, OUTPUTS
 
-
 GOOD = st.one_of(st.floats(-1e3, 1e3, allow_nan=False), st.integers(-1000, 1000))
 BAD = st.sampled_from([None, "many", float("nan"), float("inf"), -float("inf"), 1e39, [1, 2]])
-ROWS = st.lists(st.fixed_dictionaries({f: st.one_of(GOOD, GOOD, GOOD, BAD) for f in FEATURES}), min_size=1,
-                max_size=40)
+ROWS = st.lists(st.fixed_dictionaries({f: st.one_of(GOOD, GOOD, GOOD, BAD) for f in FEATURES}), min_size=1, max_size=40)
 
 
 def valid(value) -> bool:
@@ -37,26 +35,42 @@ def write(rows: list[dict], path: Path) -> None:
     if path.suffix == ".jsonl":
         path.write_text("".join(json.dumps({"customer_id": i, **row}) + "\n" for i, row in enumerate(rows)))
         return
+
     def text(value):
         return None if value is None else json.dumps(value) if isinstance(value, list) else str(value)
+
     columns = {"customer_id": pa.array(range(len(rows)))}
     columns.update({f: pa.array([text(r[f]) for r in rows], pa.string()) for f in FEATURES})
     pacsv.write_csv(pa.table(columns), path)
 
 
-@settings(max_examples=6, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=6,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(rows=ROWS, fmt=st.sampled_from([".jsonl", ".csv"]))
-def test_score_accounts_for_every_row_and_matches_onnxruntime_when_input_is_dirty(server, churn_repository, rows,
-                                                                                  fmt):
+def test_score_accounts_for_every_row_and_matches_onnxruntime_when_input_is_dirty(server, churn_repository, rows, fmt):
     with tempfile.TemporaryDirectory() as folder:
         source, output = Path(folder) / f"rows{fmt}", Path(folder) / "out.parquet"
         write(rows, source)
-        report = score(ScoreOptions(model="churn", input=source, output=output, url=server.grpc_url,
-                                    id_column="customer_id", chunk_rows=16, batch_size=8))
+        report = score(
+            ScoreOptions(
+                model="churn",
+                input=source,
+                output=output,
+                url=server.grpc_url,
+                id_column="customer_id",
+                chunk_rows=16,
+                batch_size=8,
+            )
+        )
         scored = pd.read_parquet(output)
-        rejects = [json.loads(line) for line in output.with_name(output.name + ".rejects.jsonl").read_text()
-                   .splitlines()]
+        rejects = [
+            json.loads(line) for line in output.with_name(output.name + ".rejects.jsonl").read_text().splitlines()
+        ]
     good = [i for i, row in enumerate(rows) if all(valid(row[f]) for f in FEATURES)]
     assert report.rows_read == len(rows) == report.rows_scored + report.rows_rejected
     assert sorted(r["row"] for r in rejects) == sorted(set(range(len(rows))) - set(good))

@@ -46,12 +46,18 @@ def pki(tmp_path_factory) -> SimpleNamespace:
     folder = tmp_path_factory.mktemp("pki")
     ca, other = trustme.CA(), trustme.CA()
     server, client = ca.issue_cert("127.0.0.1", "localhost"), ca.issue_cert("client@tritonkit.test")
-    paths = SimpleNamespace(**{name: folder / f"{name}.pem" for name in
-                               ("ca", "other_ca", "server_cert", "server_key", "client_cert", "client_key")})
+    paths = SimpleNamespace(
+        **{
+            name: folder / f"{name}.pem"
+            for name in ("ca", "other_ca", "server_cert", "server_key", "client_cert", "client_key")
+        }
+    )
     ca.cert_pem.write_to_path(str(paths.ca))
     other.cert_pem.write_to_path(str(paths.other_ca))
-    for cert, chain, key in ((server, paths.server_cert, paths.server_key),
-                             (client, paths.client_cert, paths.client_key)):
+    for cert, chain, key in (
+        (server, paths.server_cert, paths.server_key),
+        (client, paths.client_cert, paths.client_key),
+    ):
         chain.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
         cert.private_key_pem.write_to_path(str(key))
     return paths
@@ -62,9 +68,18 @@ def tls_server(churn_repository, pki, tmp_path_factory):
     """TLS on gRPC and HTTP, explicit model control, the admin key known to the tests."""
     tls = TlsFiles(pki.server_cert, pki.server_key)
     log = tmp_path_factory.mktemp("tls-logs") / "triton.log"
-    with EmbeddedServer(churn_repository, http_port=0, grpc_port=0, metrics_port=0, log_file=log,
-                        model_control_mode="explicit", extra_args=["--load-model=vector"],
-                        grpc_tls=tls, http_tls=tls, admin_key=ADMIN_KEY) as running:
+    with EmbeddedServer(
+        churn_repository,
+        http_port=0,
+        grpc_port=0,
+        metrics_port=0,
+        log_file=log,
+        model_control_mode="explicit",
+        extra_args=["--load-model=vector"],
+        grpc_tls=tls,
+        http_tls=tls,
+        admin_key=ADMIN_KEY,
+    ) as running:
         yield running
 
 
@@ -72,8 +87,16 @@ def tls_server(churn_repository, pki, tmp_path_factory):
 def mutual_server(churn_repository, pki):
     """Mutual TLS on both endpoints; no admin key given, so the restricted APIs are closed to everyone."""
     tls = TlsFiles(pki.server_cert, pki.server_key, client_ca=pki.ca)
-    with EmbeddedServer(churn_repository, http_port=0, grpc_port=0, metrics_port=0, model_control_mode="explicit",
-                        extra_args=["--load-model=vector"], grpc_tls=tls, http_tls=tls) as running:
+    with EmbeddedServer(
+        churn_repository,
+        http_port=0,
+        grpc_port=0,
+        metrics_port=0,
+        model_control_mode="explicit",
+        extra_args=["--load-model=vector"],
+        grpc_tls=tls,
+        http_tls=tls,
+    ) as running:
         yield running
 
 
@@ -89,8 +112,9 @@ def raw_client(server: EmbeddedServer, protocol: str, ca: Path):
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_predict_returns_outputs_over_tls_when_client_trusts_the_ca(tls_server, pki, protocol):
-    with TritonClient(url_of(tls_server, protocol), protocol=protocol, ssl=True,
-                      root_certificates=str(pki.ca)) as client:
+    with TritonClient(
+        url_of(tls_server, protocol), protocol=protocol, ssl=True, root_certificates=str(pki.ca)
+    ) as client:
         assert client.is_ready()
         prediction = client.predict("vector", {"x": [1.0, 2.5, -3.0, 4.0]})
     np.testing.assert_array_equal(prediction.outputs["y"], [[2.0, 5.0, -6.0, 8.0]])
@@ -102,8 +126,10 @@ def test_https_proxy_serves_many_keep_alive_requests_when_clients_run_concurrent
     def calls(seed: int) -> bool:
         rows = np.random.default_rng(seed).normal(size=(8, 4)).astype(np.float32)
         with TritonClient(tls_server.http_url, protocol="http", ssl=True, root_certificates=str(pki.ca)) as client:
-            return all(np.array_equal(client.infer_arrays("vector", {"x": rows[i:i + 1]})[0]["y"], 2 * rows[i:i + 1])
-                       for i in range(len(rows)))
+            return all(
+                np.array_equal(client.infer_arrays("vector", {"x": rows[i : i + 1]})[0]["y"], 2 * rows[i : i + 1])
+                for i in range(len(rows))
+            )
 
     before = tls_server._proxy.connections
     with ThreadPoolExecutor(8) as pool:
@@ -114,16 +140,39 @@ def test_https_proxy_serves_many_keep_alive_requests_when_clients_run_concurrent
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_predict_cli_exits_with_clear_error_when_client_does_not_trust_the_ca(tls_server, pki, protocol):
-    result = run("predict", "--model", "vector", "--url", url_of(tls_server, protocol), "--protocol", protocol,
-                 "--input", RECORD, "--ssl", "--root-certificates", str(pki.other_ca))
+    result = run(
+        "predict",
+        "--model",
+        "vector",
+        "--url",
+        url_of(tls_server, protocol),
+        "--protocol",
+        protocol,
+        "--input",
+        RECORD,
+        "--ssl",
+        "--root-certificates",
+        str(pki.other_ca),
+    )
     assert result.returncode == 5, result.stderr
     assert "CERTIFICATE_VERIFY_FAILED" in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_predict_cli_exits_with_clear_error_when_client_speaks_plain_text_to_tls(tls_server, protocol):
-    result = run("predict", "--model", "vector", "--url", url_of(tls_server, protocol), "--protocol", protocol,
-                 "--input", RECORD, "--timeout-s", "5")
+    result = run(
+        "predict",
+        "--model",
+        "vector",
+        "--url",
+        url_of(tls_server, protocol),
+        "--protocol",
+        protocol,
+        "--input",
+        RECORD,
+        "--timeout-s",
+        "5",
+    )
     assert result.returncode == 5, result.stderr
     assert f"over {protocol}" in result.stderr or "failed to connect" in result.stderr
     assert "Traceback" not in result.stderr
@@ -131,8 +180,20 @@ def test_predict_cli_exits_with_clear_error_when_client_speaks_plain_text_to_tls
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_predict_cli_succeeds_over_tls_when_given_the_ca(tls_server, pki, protocol):
-    result = run("predict", "--model", "vector", "--url", url_of(tls_server, protocol), "--protocol", protocol,
-                 "--input", RECORD, "--ssl", "--root-certificates", str(pki.ca))
+    result = run(
+        "predict",
+        "--model",
+        "vector",
+        "--url",
+        url_of(tls_server, protocol),
+        "--protocol",
+        protocol,
+        "--input",
+        RECORD,
+        "--ssl",
+        "--root-certificates",
+        str(pki.ca),
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["outputs"]["y"] == [2.0, 4.0, 6.0, 8.0]
 
@@ -143,15 +204,31 @@ def test_mutual_tls_refuses_client_without_certificate_and_serves_one_with_it(mu
     with pytest.raises((ServerError, OSError, HTTPException)):
         with TritonClient(url, protocol=protocol, ssl=True, root_certificates=str(pki.ca), timeout_s=5) as client:
             client.predict("vector", {"x": [1, 2, 3, 4]})
-    with TritonClient(url, protocol=protocol, ssl=True, root_certificates=str(pki.ca),
-                      certificate_chain=str(pki.client_cert), private_key=str(pki.client_key)) as client:
+    with TritonClient(
+        url,
+        protocol=protocol,
+        ssl=True,
+        root_certificates=str(pki.ca),
+        certificate_chain=str(pki.client_cert),
+        private_key=str(pki.client_key),
+    ) as client:
         prediction = client.predict("vector", {"x": [1, 2, 3, 4]})
     np.testing.assert_array_equal(prediction.outputs["y"], [[2, 4, 6, 8]])
 
 
 def test_predict_cli_uses_client_certificate_when_server_requires_one(mutual_server, pki):
-    base = ["predict", "--model", "vector", "--url", mutual_server.grpc_url, "--input", RECORD, "--ssl",
-            "--root-certificates", str(pki.ca)]
+    base = [
+        "predict",
+        "--model",
+        "vector",
+        "--url",
+        mutual_server.grpc_url,
+        "--input",
+        RECORD,
+        "--ssl",
+        "--root-certificates",
+        str(pki.ca),
+    ]
     refused = run(*base, "--timeout-s", "5")
     assert refused.returncode == 5 and "Traceback" not in refused.stderr
     served = run(*base, "--client-cert", str(pki.client_cert), "--client-key", str(pki.client_key))
@@ -181,8 +258,9 @@ def test_repository_control_refused_without_admin_key_and_allowed_with_it(tls_se
     finally:
         client.load_model("vector", headers=admin_headers(ADMIN_KEY, protocol))
     assert client.is_model_ready("vector")
-    with TritonClient(url_of(tls_server, protocol), protocol=protocol, ssl=True,
-                      root_certificates=str(pki.ca)) as kit_client:
+    with TritonClient(
+        url_of(tls_server, protocol), protocol=protocol, ssl=True, root_certificates=str(pki.ca)
+    ) as kit_client:
         assert kit_client.predict("vector", {"x": [0, 1, 0, 1]}).outputs["y"].tolist() == [[0, 2, 0, 2]]
 
 
@@ -190,11 +268,18 @@ def test_repository_control_refused_without_admin_key_and_allowed_with_it(tls_se
 def test_log_settings_refused_when_server_started_without_admin_key(mutual_server, pki, protocol):
     if protocol == "grpc":
         client = grpcclient.InferenceServerClient(
-            mutual_server.grpc_url, ssl=True, root_certificates=str(pki.ca),
-            private_key=str(pki.client_key), certificate_chain=str(pki.client_cert))
+            mutual_server.grpc_url,
+            ssl=True,
+            root_certificates=str(pki.ca),
+            private_key=str(pki.client_key),
+            certificate_chain=str(pki.client_cert),
+        )
     else:
-        client = httpclient.InferenceServerClient(mutual_server.http_url, ssl=True, ssl_options={
-            "ca_certs": str(pki.ca), "certfile": str(pki.client_cert), "keyfile": str(pki.client_key)})
+        client = httpclient.InferenceServerClient(
+            mutual_server.http_url,
+            ssl=True,
+            ssl_options={"ca_certs": str(pki.ca), "certfile": str(pki.client_cert), "keyfile": str(pki.client_key)},
+        )
     for headers in (None, admin_headers("guessed-key-0123456789", protocol)):
         with pytest.raises(InferenceServerException, match="restricted"):
             client.update_log_settings({"log_verbose_level": 1}, headers=headers)
@@ -207,12 +292,30 @@ def test_score_cli_uses_client_certificate_when_server_requires_one(mutual_serve
     rows = np.arange(10 * 4, dtype=np.float32).reshape(10, 4)
     source = tmp_path / "rows.parquet"
     pq.write_table(pa.table({"x": pa.FixedSizeListArray.from_arrays(pa.array(rows.ravel()), 4)}), source)
-    base = ["score", "--model", "vector", "--input", str(source), "--url", mutual_server.grpc_url, "--ssl",
-            "--root-certificates", str(pki.ca), "--no-progress"]
+    base = [
+        "score",
+        "--model",
+        "vector",
+        "--input",
+        str(source),
+        "--url",
+        mutual_server.grpc_url,
+        "--ssl",
+        "--root-certificates",
+        str(pki.ca),
+        "--no-progress",
+    ]
     refused = run(*base, "--output", str(tmp_path / "refused.parquet"))
     assert refused.returncode != 0 and "Traceback" not in refused.stderr
-    served = run(*base, "--output", str(tmp_path / "served.parquet"), "--client-cert", str(pki.client_cert),
-                 "--client-key", str(pki.client_key))
+    served = run(
+        *base,
+        "--output",
+        str(tmp_path / "served.parquet"),
+        "--client-cert",
+        str(pki.client_cert),
+        "--client-key",
+        str(pki.client_key),
+    )
     assert served.returncode == 0, served.stderr
     scored = pq.read_table(tmp_path / "served.parquet")
     np.testing.assert_array_equal(np.stack(scored.column("y").to_numpy(zero_copy_only=False)), 2 * rows)
@@ -222,13 +325,34 @@ def test_score_cli_uses_client_certificate_when_server_requires_one(mutual_serve
 def test_score_over_tls_scores_every_row_and_never_prints_the_token(tls_server, pki, tmp_path, protocol):
     rows = np.arange(40 * 4, dtype=np.float32).reshape(40, 4) / 7
     source = tmp_path / "rows.parquet"
-    pq.write_table(pa.table({"id": np.arange(40), "x": pa.FixedSizeListArray.from_arrays(pa.array(rows.ravel()), 4)}),
-                   source)
+    pq.write_table(
+        pa.table({"id": np.arange(40), "x": pa.FixedSizeListArray.from_arrays(pa.array(rows.ravel()), 4)}), source
+    )
     output, report = tmp_path / "scores.parquet", tmp_path / "report.json"
-    result = run("-v", "score", "--model", "vector", "--input", str(source), "--output", str(output),
-                 "--url", url_of(tls_server, protocol), "--protocol", protocol, "--ssl", "--root-certificates",
-                 str(pki.ca), "--id-column", "id",
-                 "--header", f"Authorization: Bearer {TOKEN}", "--report", str(report), "--no-progress")
+    result = run(
+        "-v",
+        "score",
+        "--model",
+        "vector",
+        "--input",
+        str(source),
+        "--output",
+        str(output),
+        "--url",
+        url_of(tls_server, protocol),
+        "--protocol",
+        protocol,
+        "--ssl",
+        "--root-certificates",
+        str(pki.ca),
+        "--id-column",
+        "id",
+        "--header",
+        f"Authorization: Bearer {TOKEN}",
+        "--report",
+        str(report),
+        "--no-progress",
+    )
     assert result.returncode == 0, result.stderr
     body = json.loads(report.read_text())
     assert body["rows_read"] == body["rows_scored"] == 40 and body["rows_rejected"] == 0
@@ -240,12 +364,27 @@ def test_score_over_tls_scores_every_row_and_never_prints_the_token(tls_server, 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_predict_cli_never_prints_header_values_when_call_succeeds_or_fails(tls_server, pki, protocol):
-    base = ["-v", "predict", "--model", "vector", "--url", url_of(tls_server, protocol), "--protocol", protocol,
-            "--header", f"Authorization: Bearer {TOKEN}", "--header", f"x-api-key={TOKEN}", "--ssl"]
-    runs = [run(*base, "--root-certificates", str(pki.ca), "--input", RECORD),
-            run(*base, "--root-certificates", str(pki.other_ca), "--input", RECORD),
-            run(*base, "--root-certificates", str(pki.ca), "--input", '{"x": [1, "two", 3, 4]}'),
-            run(*base[:-1], "--header", f"no separator {TOKEN}", "--input", RECORD)]
+    base = [
+        "-v",
+        "predict",
+        "--model",
+        "vector",
+        "--url",
+        url_of(tls_server, protocol),
+        "--protocol",
+        protocol,
+        "--header",
+        f"Authorization: Bearer {TOKEN}",
+        "--header",
+        f"x-api-key={TOKEN}",
+        "--ssl",
+    ]
+    runs = [
+        run(*base, "--root-certificates", str(pki.ca), "--input", RECORD),
+        run(*base, "--root-certificates", str(pki.other_ca), "--input", RECORD),
+        run(*base, "--root-certificates", str(pki.ca), "--input", '{"x": [1, "two", 3, 4]}'),
+        run(*base[:-1], "--header", f"no separator {TOKEN}", "--input", RECORD),
+    ]
     assert [r.returncode for r in runs] == [0, 5, 4, 2]
     for result in runs:
         assert TOKEN not in result.stdout and TOKEN not in result.stderr
@@ -257,21 +396,44 @@ def test_serve_cli_never_prints_the_admin_key_and_applies_it(churn_repository, p
     key_file.chmod(0o600)
     grpc_port, http_port, metrics_port = free_port(), free_port(), free_port()
     process = subprocess.Popen(
-        [*TRITONKIT, "-v", "serve", "--model-repository", str(churn_repository), "--grpc-port", str(grpc_port),
-         "--http-port", str(http_port), "--metrics-port", str(metrics_port), "--log-file", str(log),
-         "--model-control-mode", "explicit", "--admin-key-file", str(key_file),
-         "--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            *TRITONKIT,
+            "-v",
+            "serve",
+            "--model-repository",
+            str(churn_repository),
+            "--grpc-port",
+            str(grpc_port),
+            "--http-port",
+            str(http_port),
+            "--metrics-port",
+            str(metrics_port),
+            "--log-file",
+            str(log),
+            "--model-control-mode",
+            "explicit",
+            "--admin-key-file",
+            str(key_file),
+            "--tls-cert",
+            str(pki.server_cert),
+            "--tls-key",
+            str(pki.server_key),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        client = httpclient.InferenceServerClient(f"127.0.0.1:{http_port}", ssl=True,
-                                                  ssl_options={"ca_certs": str(pki.ca)})
+        client = httpclient.InferenceServerClient(
+            f"127.0.0.1:{http_port}", ssl=True, ssl_options={"ca_certs": str(pki.ca)}
+        )
         deadline = time.monotonic() + 120
         while True:
             assert process.poll() is None and time.monotonic() < deadline, "serve did not start"
             try:
                 if client.is_server_ready():
                     break
-            except Exception:  # noqa: BLE001 - not listening yet
+            except Exception:
                 time.sleep(0.3)
         with pytest.raises(InferenceServerException, match="restricted"):
             client.load_model("vector")
@@ -300,9 +462,8 @@ def test_logged_command_masks_the_admin_key_when_restricted_apis_are_on(tmp_path
 
 
 def test_security_options_raise_usage_error_without_quoting_the_key_when_invalid(tmp_path):
-    from tritonkit.server.embedded import read_admin_key
-
     from tritonkit.errors import UsageError
+    from tritonkit.server.embedded import read_admin_key
 
     with pytest.raises(UsageError, match="'load' is not one of Triton's"):
         EmbeddedServer(tmp_path, restricted_apis=("load",))._security_args()

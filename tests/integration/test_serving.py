@@ -113,11 +113,20 @@ def test_backend_fails_only_the_bad_request_when_batched_with_good_ones(server):
 def test_every_datatype_round_trips_when_config_is_auto_completed(server, protocol):
     client = client_for(server, protocol)
     meta = client.metadata("dtypes")
-    assert {t.name: t.datatype for t in meta.inputs} == {"a": "FP32", "b": "FP16", "c": "INT64", "d": "INT32", "e": "BOOL"}
+    assert {t.name: t.datatype for t in meta.inputs} == {
+        "a": "FP32",
+        "b": "FP16",
+        "c": "INT64",
+        "d": "INT32",
+        "e": "BOOL",
+    }
     assert meta.max_batch_size == 4
     arrays = {
-        "a": np.array([[1.5, -2.0], [0.0, 4.0]], np.float32), "b": np.array([[1, 2], [3, 4]], np.float16),
-        "c": np.array([[7], [-9]], np.int64), "d": np.array([[2], [5]], np.int32), "e": np.array([[True], [False]]),
+        "a": np.array([[1.5, -2.0], [0.0, 4.0]], np.float32),
+        "b": np.array([[1, 2], [3, 4]], np.float16),
+        "c": np.array([[7], [-9]], np.int64),
+        "d": np.array([[2], [5]], np.int32),
+        "e": np.array([[True], [False]]),
     }
     out, _, _ = client.infer_arrays("dtypes", arrays)
     np.testing.assert_array_equal(out["a_out"], arrays["a"] * 3)

@@ -8,8 +8,10 @@ import pytest
 
 from tritonkit.benchmarks.soak import run
 
-pytestmark = pytest.mark.skipif(os.environ.get("TRITONKIT_SLOW_TESTS") != "1",
-                                reason="opt-in (TRITONKIT_SLOW_TESTS=1): a 30 s soak with bulk runs alongside")
+pytestmark = pytest.mark.skipif(
+    os.environ.get("TRITONKIT_SLOW_TESTS") != "1",
+    reason="opt-in (TRITONKIT_SLOW_TESTS=1): a 30 s soak with bulk runs alongside",
+)
 
 
 def test_soak_reports_no_errors_and_no_lost_rows_when_traffic_and_bulk_run_together():

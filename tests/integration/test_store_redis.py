@@ -11,9 +11,9 @@ import pytest
 
 redis = pytest.importorskip("redis", reason="the `redis` client package is not installed (pip install redis)")
 
-from tritonkit.clients.store import Entry, StoreUnavailableError, open_store  # noqa: E402
-from tritonkit.errors import UsageError  # noqa: E402
-from tritonkit.server import free_port  # noqa: E402
+from tritonkit.clients.store import Entry, StoreUnavailableError, open_store
+from tritonkit.errors import UsageError
+from tritonkit.server import free_port
 
 ENSURE_REDIS = Path(__file__).resolve().parents[2] / "scripts" / "ensure-redis.sh"
 
@@ -25,8 +25,10 @@ def redis_binary() -> str:
         done = subprocess.run(["bash", str(ENSURE_REDIS)], capture_output=True, text=True, timeout=300)
         found = shutil.which("redis-server")
         if found is None:
-            pytest.skip(f"redis-server is not installed and scripts/ensure-redis.sh could not install it: "
-                        f"{done.stderr.strip()[-300:]}")
+            pytest.skip(
+                f"redis-server is not installed and scripts/ensure-redis.sh could not install it: "
+                f"{done.stderr.strip()[-300:]}"
+            )
     return found
 
 
@@ -43,11 +45,24 @@ class RedisProcess:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> "RedisProcess":
+    def start(self) -> RedisProcess:
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
-                [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                 "--daemonize", "no"], stdout=log, stderr=subprocess.STDOUT,
+                [
+                    self.binary,
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--daemonize",
+                    "no",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
         deadline = time.monotonic() + 10
@@ -91,8 +106,14 @@ def redis_url(redis_server) -> str:
 
 
 def entry(entity_id, age_s=0.0, source="batch", outputs=None):
-    return Entry(str(entity_id), "churn", "1", outputs or {"probability": 0.25, "label": 0, "risk_segment": 0},
-                 time.time() - age_s, source)
+    return Entry(
+        str(entity_id),
+        "churn",
+        "1",
+        outputs or {"probability": 0.25, "label": 0, "risk_segment": 0},
+        time.time() - age_s,
+        source,
+    )
 
 
 def keys(url: str) -> list[str]:
@@ -126,8 +147,13 @@ def test_redis_entry_expires_when_short_ttl_passes(redis_url):
 
 def test_redis_get_returns_none_when_entry_expired_per_source(redis_url):
     with open_store(f"{redis_url}?batch_ttl=1h&realtime_ttl=1m") as store:
-        store.put_many([entry("batch-30m", age_s=1800), entry("live-30m", age_s=1800, source="realtime"),
-                        entry("batch-2h", age_s=7200)])
+        store.put_many(
+            [
+                entry("batch-30m", age_s=1800),
+                entry("live-30m", age_s=1800, source="realtime"),
+                entry("batch-2h", age_s=7200),
+            ]
+        )
         assert store.get("churn", "batch-30m") is not None
         assert store.get("churn", "live-30m") is None and store.get("churn", "batch-2h") is None
         assert store.count_fresh("churn", 24 * 3600) == {"batch": 1, "realtime": 0}
@@ -157,8 +183,15 @@ def test_redis_last_run_returns_latest_finished_when_several_recorded(redis_url)
 
 def test_redis_count_fresh_counts_unexpired_within_max_age_per_source(redis_url):
     with open_store(redis_url) as store:
-        store.put_many([entry("a", age_s=60), entry("b", age_s=3 * 3600), entry("c", age_s=25 * 3600),
-                        entry("d", age_s=60, source="realtime"), entry("e", age_s=2 * 3600, source="realtime")])
+        store.put_many(
+            [
+                entry("a", age_s=60),
+                entry("b", age_s=3 * 3600),
+                entry("c", age_s=25 * 3600),
+                entry("d", age_s=60, source="realtime"),
+                entry("e", age_s=2 * 3600, source="realtime"),
+            ]
+        )
         assert store.count_fresh("churn", 3600) == {"batch": 1, "realtime": 1}
         assert store.count_fresh("churn", 12 * 3600) == {"batch": 2, "realtime": 1}
 

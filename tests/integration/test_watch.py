@@ -53,15 +53,33 @@ def test_watch_once_scores_each_file_once_and_skips_in_progress_names(server, tm
     drop(incoming, "day2.csv", customers(2_000, 2, 10_000))
     (incoming / "day3.parquet.tmp").write_bytes(b"still being copied")
     (incoming / "notes.txt").write_text("not data")
-    command = [*TRITONKIT, "score", "--model", "churn", "--watch", str(incoming), "--output", str(out), "--url",
-               server.grpc_url, "--id-column", "customer_id", "--once"]
+    command = [
+        *TRITONKIT,
+        "score",
+        "--model",
+        "churn",
+        "--watch",
+        str(incoming),
+        "--output",
+        str(out),
+        "--url",
+        server.grpc_url,
+        "--id-column",
+        "customer_id",
+        "--once",
+    ]
     first = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert first.returncode == 0, first.stderr
     lines = [json.loads(line) for line in first.stdout.splitlines()]
     assert sorted(Path(line["file"]).name for line in lines) == ["day1.parquet", "day2.csv"]
     assert sorted(p.name for p in out.iterdir()) == [
-        "day1.parquet", "day1.rejects.jsonl", "day1.report.json", "day2.parquet", "day2.rejects.jsonl",
-        "day2.report.json"]
+        "day1.parquet",
+        "day1.rejects.jsonl",
+        "day1.report.json",
+        "day2.parquet",
+        "day2.rejects.jsonl",
+        "day2.report.json",
+    ]
     assert list(pd.read_parquet(out / "day2.parquet").customer_id) == list(range(10_000, 12_000))
     before = (out / "day1.parquet").stat().st_mtime_ns
     again = subprocess.run(command, capture_output=True, text=True, timeout=120)
@@ -72,9 +90,30 @@ def test_watch_once_scores_each_file_once_and_skips_in_progress_names(server, tm
 def test_watch_survives_kill_9_mid_file_and_scores_every_row_exactly_once(server, tmp_path):
     incoming, out = tmp_path / "in", tmp_path / "out"
     incoming.mkdir()
-    command = [*TRITONKIT, "score", "--model", "churn", "--watch", str(incoming), "--output", str(out), "--url",
-               server.grpc_url, "--id-column", "customer_id", "--poll-s", "0.1", "--settle-s", "0.1",
-               "--chunk-rows", "2000", "--batch-size", "500", "--concurrency", "2"]
+    command = [
+        *TRITONKIT,
+        "score",
+        "--model",
+        "churn",
+        "--watch",
+        str(incoming),
+        "--output",
+        str(out),
+        "--url",
+        server.grpc_url,
+        "--id-column",
+        "customer_id",
+        "--poll-s",
+        "0.1",
+        "--settle-s",
+        "0.1",
+        "--chunk-rows",
+        "2000",
+        "--batch-size",
+        "500",
+        "--concurrency",
+        "2",
+    ]
     watcher = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         drop(incoming, "a.parquet", customers(4_000, 3, 0))

@@ -10,7 +10,12 @@ import os
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
-    "ci", max_examples=80, deadline=None, derandomize=True, database=None, print_blob=True,
+    "ci",
+    max_examples=80,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.register_profile("deep", parent=settings.get_profile("ci"), max_examples=800, derandomize=False)

@@ -11,7 +11,6 @@ import pyarrow as pa
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from strategies import DATATYPES, convert_scalar, odd_floats, odd_ints, odd_text, scalars
 
 from tritonkit.clients import mapping
@@ -19,9 +18,19 @@ from tritonkit.clients.metadata import ModelMeta, TensorMeta
 from tritonkit.clients.sources import _records_to_batch
 from tritonkit.errors import UsageError
 
-
-TYPED = [pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(), pa.uint32(), pa.uint64(), pa.float32(),
-         pa.float64(), pa.bool_(), pa.null()]
+TYPED = [
+    pa.int8(),
+    pa.int16(),
+    pa.int32(),
+    pa.int64(),
+    pa.uint8(),
+    pa.uint32(),
+    pa.uint64(),
+    pa.float32(),
+    pa.float64(),
+    pa.bool_(),
+    pa.null(),
+]
 
 
 def typed_values(arrow_type):
@@ -32,8 +41,11 @@ def typed_values(arrow_type):
     if pa.types.is_floating(arrow_type):
         return st.one_of(st.none(), odd_floats, st.integers(-5, 5).map(float))
     info = np.iinfo(arrow_type.to_pandas_dtype())
-    return st.one_of(st.none(), st.integers(int(info.min), int(info.max)), st.integers(-3, 300).filter(
-        lambda v: info.min <= v <= info.max))
+    return st.one_of(
+        st.none(),
+        st.integers(int(info.min), int(info.max)),
+        st.integers(-3, 300).filter(lambda v: info.min <= v <= info.max),
+    )
 
 
 @st.composite
@@ -111,8 +123,12 @@ def scalar_only(table: pa.Table, spec: mapping.InputColumns) -> bool:
     if len(spec.columns) > 1 or spec.width == 1:
         return False
     field = table.schema.field(spec.columns[0])
-    return not (pa.types.is_list(field.type) or pa.types.is_large_list(field.type) or
-                pa.types.is_fixed_size_list(field.type) or mapping.is_json_text(field))
+    return not (
+        pa.types.is_list(field.type)
+        or pa.types.is_large_list(field.type)
+        or pa.types.is_fixed_size_list(field.type)
+        or mapping.is_json_text(field)
+    )
 
 
 @given(problems())
@@ -148,18 +164,20 @@ def test_convert_gives_exact_values_or_a_reason_for_every_row(problem):
                 np.testing.assert_array_equal(got[j], np.array(want, dtype=spec.tensor.numpy_dtype))
 
 
-@given(st.lists(st.sampled_from(["x", "y", "z", "w"]), min_size=1, max_size=3, unique=True),
-       st.lists(st.tuples(st.sampled_from(["x", "y", "q"]), st.sampled_from(["in0", "in1", "nope"])), max_size=2))
+@given(
+    st.lists(st.sampled_from(["x", "y", "z", "w"]), min_size=1, max_size=3, unique=True),
+    st.lists(st.tuples(st.sampled_from(["x", "y", "q"]), st.sampled_from(["in0", "in1", "nope"])), max_size=2),
+)
 def test_plan_raises_usage_error_naming_the_column_when_one_is_missing(file_columns, pairs):
-    meta = ModelMeta("m", ("1",), "", (TensorMeta("in0", "FP32", (-1, 1)), TensorMeta("in1", "INT64", (-1, 1))),
-                     (), 16)
+    meta = ModelMeta("m", ("1",), "", (TensorMeta("in0", "FP32", (-1, 1)), TensorMeta("in1", "INT64", (-1, 1))), (), 16)
     maps = [f"{column}={name}" for column, name in pairs]
     parsed = mapping.parse_maps(maps)
     try:
         specs = mapping.plan(meta, file_columns, parsed)
     except UsageError as e:
-        assert "nope" in str(e) or any(f"'{c}'" in str(e) or f"`{c}`" in str(e)
-                                       for c in {"in0", "in1", "x", "y", "q"} - set(file_columns))
+        assert "nope" in str(e) or any(
+            f"'{c}'" in str(e) or f"`{c}`" in str(e) for c in {"in0", "in1", "x", "y", "q"} - set(file_columns)
+        )
         return
     assert "nope" not in parsed
     for spec in specs:

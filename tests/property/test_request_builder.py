@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from strategies import convert_scalar, json_values, models, scalars
 
 from tritonkit.clients.metadata import ModelMeta, TensorMeta
@@ -68,8 +67,10 @@ def requests(draw):
     meta = draw(models())
     record = {t.name: draw(values_for(t)) for t in meta.inputs}
     if draw(st.booleans()):
-        record = draw(st.dictionaries(st.sampled_from([t.name for t in meta.inputs] + ["extra"]),
-                                      st.just(None), max_size=4)) | record
+        record = (
+            draw(st.dictionaries(st.sampled_from([t.name for t in meta.inputs] + ["extra"]), st.just(None), max_size=4))
+            | record
+        )
     if draw(st.integers(0, 9)) == 0:
         record.pop(meta.inputs[0].name)
     if draw(st.integers(0, 9)) == 0:
@@ -118,8 +119,19 @@ def test_record_arrays_refuses_non_finite_float_when_model_takes_fp32(value):
     assert caught.value.field == "x"
 
 
-@pytest.mark.parametrize("value, datatype", [(2.5, "INT64"), (300, "UINT8"), (-1, "UINT32"), (2**63, "INT64"),
-                                             (2, "BOOL"), (None, "BYTES"), ({"a": 1}, "BYTES"), (True, "BYTES")])
+@pytest.mark.parametrize(
+    "value, datatype",
+    [
+        (2.5, "INT64"),
+        (300, "UINT8"),
+        (-1, "UINT32"),
+        (2**63, "INT64"),
+        (2, "BOOL"),
+        (None, "BYTES"),
+        ({"a": 1}, "BYTES"),
+        (True, "BYTES"),
+    ],
+)
 def test_record_arrays_refuses_value_when_it_does_not_fit_the_datatype(value, datatype):
     meta = ModelMeta("m", ("1",), "", (TensorMeta("x", datatype, (-1, 1)),), (), 8)
     with pytest.raises(InputError, match=f"input `x`.*{datatype}"):

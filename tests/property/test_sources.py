@@ -21,13 +21,11 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from strategies import json_values, odd_floats, odd_ints, odd_text
 
 from tritonkit.clients import mapping, sources
 from tritonkit.clients.sources import JSON_ERROR_COLUMN
 from tritonkit.errors import UsageError
-
 
 KEYS = ["a", "b", "c"]
 
@@ -40,7 +38,8 @@ def same(original, back) -> bool:
         return isinstance(original, bool) and isinstance(back, bool) and original == back
     if isinstance(original, (int, float)):
         return isinstance(back, (int, float)) and (
-            back == original or isinstance(original, float) and math.isnan(original) and math.isnan(back))
+            back == original or isinstance(original, float) and math.isnan(original) and math.isnan(back)
+        )
     if isinstance(original, list):
         return isinstance(back, list) and len(back) == len(original) and all(map(same, original, back))
     if isinstance(original, dict):
@@ -68,10 +67,22 @@ def rows_of(files: list[Path], chunk_rows: int, columns=None, text_columns=()) -
 
 lines = st.one_of(
     st.dictionaries(st.sampled_from(KEYS), json_values, max_size=3).map(lambda r: ("record", r)),
-    st.dictionaries(st.sampled_from(KEYS), st.one_of(odd_ints, odd_floats, st.booleans(), odd_text, st.none()),
-                    max_size=3).map(lambda r: ("record", r)),
-    st.sampled_from([b"{not json", b"[1, 2]", b"42", b'"text"', b"null", b'{"a": 1', b"\xff\xfe{}",
-                     b'{"a": "\xc3\x28"}', b"[" * 5000 + b"]" * 5000]).map(lambda raw: ("bad", raw)),
+    st.dictionaries(
+        st.sampled_from(KEYS), st.one_of(odd_ints, odd_floats, st.booleans(), odd_text, st.none()), max_size=3
+    ).map(lambda r: ("record", r)),
+    st.sampled_from(
+        [
+            b"{not json",
+            b"[1, 2]",
+            b"42",
+            b'"text"',
+            b"null",
+            b'{"a": 1',
+            b"\xff\xfe{}",
+            b'{"a": "\xc3\x28"}',
+            b"[" * 5000 + b"]" * 5000,
+        ]
+    ).map(lambda raw: ("bad", raw)),
     st.just(("blank", b"   ")),
 )
 
@@ -109,10 +120,9 @@ def test_jsonl_chunks_hold_every_line_once_with_its_values(files_lines, chunk_ro
 
 
 column_values = st.one_of(
-    st.lists(st.one_of(st.none(), st.integers(-2**63, 2**63 - 1)), min_size=1, max_size=6),
+    st.lists(st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1)), min_size=1, max_size=6),
     st.lists(st.one_of(st.none(), odd_floats), min_size=1, max_size=6),
-    st.lists(st.one_of(st.none(), st.text(max_size=8), st.just("x" * 100_000)),
-             min_size=1, max_size=6),
+    st.lists(st.one_of(st.none(), st.text(max_size=8), st.just("x" * 100_000)), min_size=1, max_size=6),
     st.lists(st.one_of(st.none(), st.booleans()), min_size=1, max_size=6),
     st.lists(st.one_of(st.none(), st.lists(st.floats(allow_nan=False), max_size=3)), min_size=1, max_size=6),
 )
@@ -139,16 +149,32 @@ def test_parquet_folder_keeps_values_when_files_type_a_column_differently(files_
         assert same(value, row["x"]), (value, row["x"])
 
 
-@given(st.lists(st.lists(st.one_of(st.none(), st.integers(-10**6, 10**6), st.floats(-1e6, 1e6),
-                                   st.text(alphabet="abc", min_size=1, max_size=4)), min_size=1, max_size=5),
-                min_size=1, max_size=3), st.integers(1, 4))
+@given(
+    st.lists(
+        st.lists(
+            st.one_of(
+                st.none(),
+                st.integers(-(10**6), 10**6),
+                st.floats(-1e6, 1e6),
+                st.text(alphabet="abc", min_size=1, max_size=4),
+            ),
+            min_size=1,
+            max_size=5,
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+    st.integers(1, 4),
+)
 def test_csv_folder_keeps_text_columns_exact_and_other_columns_by_value(files_values, chunk_rows):
     with tempfile.TemporaryDirectory() as folder:
         expected = []
         for f, values in enumerate(files_values):
             text = [None if v is None else str(v) for v in values]
-            pacsv.write_csv(pa.table({"feature": pa.array(text, pa.string()), "other": pa.array(text, pa.string())}),
-                            Path(folder) / f"part-{f}.csv")
+            pacsv.write_csv(
+                pa.table({"feature": pa.array(text, pa.string()), "other": pa.array(text, pa.string())}),
+                Path(folder) / f"part-{f}.csv",
+            )
             expected += text
         (Path(folder) / "part-9.csv").write_bytes(b"")
         rows = rows_of(sources.input_files(Path(folder)), chunk_rows, ["feature", "other"], ["feature"])
@@ -161,7 +187,9 @@ def test_csv_folder_keeps_text_columns_exact_and_other_columns_by_value(files_va
             assert other == text or not isinstance(other, str) and float(text) == other, (text, other)
 
 
-@pytest.mark.parametrize("name, content", [("broken.parquet", b"PAR1 not really"), ("broken.csv", b"a,b\n1,2\n1,2,3\n")])
+@pytest.mark.parametrize(
+    "name, content", [("broken.parquet", b"PAR1 not really"), ("broken.csv", b"a,b\n1,2\n1,2,3\n")]
+)
 def test_chunks_raise_usage_error_naming_the_file_when_it_is_unreadable(tmp_path, name, content):
     path = tmp_path / name
     path.write_bytes(content)

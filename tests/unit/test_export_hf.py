@@ -22,8 +22,24 @@ from tritonkit.errors import ExportError, UsageError
 from tritonkit.export import hf
 from tritonkit.model_config import ModelConfig
 
-WORDS = ["the", "a", "cat", "dog", "sat", "on", "mat", "ran", "fast", "slow", "red", "blue", "big", "small",
-         "tree", "house"]
+WORDS = [
+    "the",
+    "a",
+    "cat",
+    "dog",
+    "sat",
+    "on",
+    "mat",
+    "ran",
+    "fast",
+    "slow",
+    "red",
+    "blue",
+    "big",
+    "small",
+    "tree",
+    "house",
+]
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
 HIDDEN, MAX_POSITIONS, MAX_LENGTH = 32, 64, 16
 SENTENCES = ["the cat sat on the mat", "a dog", "", "red blue big small tree house " * 6, "unknown words here"]
@@ -39,15 +55,22 @@ def tiny_dir(tmp_path_factory) -> Path:
     """A Hugging Face folder: random 2-layer BertModel (safetensors), config.json and a word-level tokenizer.json."""
     folder = tmp_path_factory.mktemp("tiny-bert")
     torch.manual_seed(0)
-    config = transformers.BertConfig(vocab_size=len(SPECIALS) + len(WORDS), hidden_size=HIDDEN, num_hidden_layers=2,
-                                     num_attention_heads=4, intermediate_size=64, max_position_embeddings=MAX_POSITIONS)
+    config = transformers.BertConfig(
+        vocab_size=len(SPECIALS) + len(WORDS),
+        hidden_size=HIDDEN,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=MAX_POSITIONS,
+    )
     transformers.BertModel(config).eval().save_pretrained(folder)
     vocab = {token: i for i, token in enumerate(SPECIALS + WORDS)}
     tokenizer = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="[UNK]"))
     tokenizer.normalizer = tokenizers.normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
     tokenizer.post_processor = tokenizers.processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])]
+    )
     tokenizer.save(str(folder / "tokenizer.json"))
     return folder
 
@@ -67,8 +90,11 @@ def exported(tiny_dir, tmp_path_factory):
 def reference(model, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
     """sentence-transformers' recipe written out in numpy: mask-weighted mean of the last hidden state, unit norm."""
     with torch.no_grad():
-        hidden = model(input_ids=torch.from_numpy(input_ids),
-                       attention_mask=torch.from_numpy(attention_mask)).last_hidden_state.numpy().astype(np.float64)
+        hidden = (
+            model(input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(attention_mask))
+            .last_hidden_state.numpy()
+            .astype(np.float64)
+        )
     mask = attention_mask[..., None].astype(np.float64)
     pooled = (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
     return pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
@@ -102,8 +128,10 @@ def test_export_hf_writes_ensemble_tokenizer_and_encoder_when_model_is_tiny(expo
     assert (repository / "tiny" / "1").is_dir()
     encoder = ModelConfig.read(repository / "tiny_encoder")
     assert (encoder.backend, encoder.max_batch_size) == ("onnxruntime", 8)
-    assert [(t.name, t.dtype, t.dims) for t in encoder.inputs] == [("input_ids", "INT64", (-1,)),
-                                                                   ("attention_mask", "INT64", (-1,))]
+    assert [(t.name, t.dtype, t.dims) for t in encoder.inputs] == [
+        ("input_ids", "INT64", (-1,)),
+        ("attention_mask", "INT64", (-1,)),
+    ]
     assert [(t.name, t.dtype, t.dims) for t in encoder.outputs] == [("sentence_embedding", "FP32", (HIDDEN,))]
     tokenizer = ModelConfig.read(repository / "tiny_tokenizer")
     assert tokenizer.backend == "python" and tokenizer.inputs[0].dtype == "BYTES"
@@ -122,7 +150,7 @@ def test_exported_onnx_equals_transformers_when_batch_and_sequence_vary(exported
     rng = np.random.default_rng(batch * 100 + length)
     ids = rng.integers(4, 20, (batch, length)).astype(np.int64)
     mask = np.ones_like(ids)
-    mask[0, max(1, length // 2):] = 0
+    mask[0, max(1, length // 2) :] = 0
     session = ort.InferenceSession(str(result.encoder_path), providers=["CPUExecutionProvider"])
     got = session.run(["sentence_embedding"], {"input_ids": ids, "attention_mask": mask})[0]
     assert got.shape == (batch, HIDDEN) and got.dtype == np.float32
@@ -229,15 +257,25 @@ class _Error(Exception):
 def tokenizer_model(exported, monkeypatch):
     repository, result = exported
     fake = types.SimpleNamespace(
-        Tensor=_Tensor, InferenceResponse=_Response, TritonError=_Error, TritonModelException=RuntimeError,
-        get_input_tensor_by_name=lambda request, name: request.get(name))
+        Tensor=_Tensor,
+        InferenceResponse=_Response,
+        TritonError=_Error,
+        TritonModelException=RuntimeError,
+        get_input_tensor_by_name=lambda request, name: request.get(name),
+    )
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", fake)
     spec = importlib.util.spec_from_file_location("tokenizer_model", hf.TOKENIZER_MODEL)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     model = module.TritonPythonModel()
-    model.initialize({"model_config": '{"max_batch_size": 8}', "model_name": "tiny_tokenizer",
-                      "model_repository": str(repository / "tiny_tokenizer"), "model_version": str(result.version)})
+    model.initialize(
+        {
+            "model_config": '{"max_batch_size": 8}',
+            "model_name": "tiny_tokenizer",
+            "model_repository": str(repository / "tiny_tokenizer"),
+            "model_version": str(result.version),
+        }
+    )
     return model
 
 

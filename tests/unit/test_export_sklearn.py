@@ -46,8 +46,15 @@ def _save(tmp_path, estimator, name="model.joblib"):
 
 def _snapshot(folder):
     """Every file under `folder` with its content hash: equal snapshots, untouched repository."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()} if folder.exists() else {}
+    return (
+        {
+            str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*"))
+            if p.is_file()
+        }
+        if folder.exists()
+        else {}
+    )
 
 
 def test_export_sklearn_writes_label_and_probabilities_when_estimator_is_classifier(tmp_path, churn_file, customers):
@@ -56,8 +63,10 @@ def test_export_sklearn_writes_label_and_probabilities_when_estimator_is_classif
     config = ModelConfig.read(tmp_path / "churn_rf")
     assert config == result.config
     assert [(t.name, t.dtype, t.dims) for t in config.inputs] == [("features", "FP32", (5,))]
-    assert [(t.name, t.dtype, t.dims) for t in config.outputs] == [("label", "INT64", (1,)),
-                                                                   ("probabilities", "FP32", (2,))]
+    assert [(t.name, t.dtype, t.dims) for t in config.outputs] == [
+        ("label", "INT64", (1,)),
+        ("probabilities", "FP32", (2,)),
+    ]
     assert config.max_batch_size == 4096 and config.dynamic_batching.max_queue_delay_us == 0
     assert [(g.count, g.kind) for g in config.instance_groups] == [(2, "KIND_CPU")]
     assert config.parameters["intra_op_thread_count"] == "1"
@@ -83,8 +92,11 @@ def test_export_sklearn_adds_next_version_and_keeps_existing_when_exported_again
     export_sklearn(churn_file, ExportOptions(tmp_path, "churn_rf"))
     first = _snapshot(tmp_path / "churn_rf" / "1")
     result = export_sklearn(churn_file, ExportOptions(tmp_path, "churn_rf", max_queue_delay_us=500))
-    assert result.version == 2 and sorted(p.name for p in (tmp_path / "churn_rf").iterdir()) == \
-        ["1", "2", "config.pbtxt"]
+    assert result.version == 2 and sorted(p.name for p in (tmp_path / "churn_rf").iterdir()) == [
+        "1",
+        "2",
+        "config.pbtxt",
+    ]
     assert _snapshot(tmp_path / "churn_rf" / "1") == first
     assert ModelConfig.read(tmp_path / "churn_rf").dynamic_batching.max_queue_delay_us == 500
 
@@ -104,8 +116,7 @@ def test_export_sklearn_refuses_overwrite_when_pinned_version_exists(tmp_path, c
     assert ModelConfig.read(tmp_path / "churn_rf").max_batch_size == 64
 
 
-def test_export_sklearn_raises_naming_output_and_errors_when_onnx_differs(tmp_path, churn_file, customers,
-                                                                          monkeypatch):
+def test_export_sklearn_raises_naming_output_and_errors_when_onnx_differs(tmp_path, churn_file, customers, monkeypatch):
     other = make_pipeline(StandardScaler(), RandomForestClassifier(20, random_state=1))
     other.fit(customers[FEATURES], customers["churned"])
     real_convert = sklearn_export.convert
@@ -132,15 +143,17 @@ def test_export_sklearn_writes_prediction_when_estimator_is_regressor(tmp_path, 
 def test_export_sklearn_serves_labels_as_bytes_when_classes_are_strings(tmp_path, customers):
     names = np.where(customers["churned"] == 1, "churned", "stayed")
     model = make_pipeline(StandardScaler(), LogisticRegression()).fit(customers[FEATURES].to_numpy(), names)
-    result = export_sklearn(_save(tmp_path, model), ExportOptions(tmp_path / "repo", "named",
-                                                                  output_names=("label=outcome",)))
+    result = export_sklearn(
+        _save(tmp_path, model), ExportOptions(tmp_path / "repo", "named", output_names=("label=outcome",))
+    )
     assert [(t.name, t.dtype) for t in result.config.outputs] == [("outcome", "BYTES"), ("probabilities", "FP32")]
     assert result.parity[0].mismatches == 0
 
 
 def test_export_sklearn_renames_input_and_outputs_when_names_given(tmp_path, churn_file):
-    result = export_sklearn(churn_file, ExportOptions(tmp_path, "churn_rf", input_names=("x",),
-                                                      output_names=("churned", "scores")))
+    result = export_sklearn(
+        churn_file, ExportOptions(tmp_path, "churn_rf", input_names=("x",), output_names=("churned", "scores"))
+    )
     assert [t.name for t in result.config.inputs] == ["x"]
     session = ort.InferenceSession(str(result.path))
     assert [o.name for o in session.get_outputs()] == ["churned", "scores"]
@@ -153,8 +166,9 @@ def test_export_sklearn_raises_usage_error_when_file_missing(tmp_path):
 
 def test_export_sklearn_raises_usage_error_when_estimator_not_fitted(tmp_path):
     with pytest.raises(UsageError, match=r"unfitted Pipeline\(StandardScaler -> RandomForestClassifier\)"):
-        export_sklearn(_save(tmp_path, make_pipeline(StandardScaler(), RandomForestClassifier())),
-                       ExportOptions(tmp_path, "m"))
+        export_sklearn(
+            _save(tmp_path, make_pipeline(StandardScaler(), RandomForestClassifier())), ExportOptions(tmp_path, "m")
+        )
 
 
 def test_export_sklearn_raises_usage_error_when_file_holds_no_estimator(tmp_path):
@@ -162,8 +176,9 @@ def test_export_sklearn_raises_usage_error_when_file_holds_no_estimator(tmp_path
         export_sklearn(_save(tmp_path, {"weights": [1, 2]}), ExportOptions(tmp_path, "m"))
 
 
-def test_export_sklearn_raises_export_error_and_keeps_repository_when_skl2onnx_cannot_convert(tmp_path, customers,
-                                                                                               churn_file):
+def test_export_sklearn_raises_export_error_and_keeps_repository_when_skl2onnx_cannot_convert(
+    tmp_path, customers, churn_file
+):
     export_sklearn(churn_file, ExportOptions(tmp_path / "repo", "churn_rf"))
     before = _snapshot(tmp_path / "repo")
     model = make_pipeline(StandardScaler(), KernelRidge()).fit(customers[FEATURES], customers["tenure_months"])
@@ -189,8 +204,9 @@ def test_export_sklearn_refuses_fp16_graph_when_format_is_onnx(tmp_path, churn_f
 
 
 def test_export_sklearn_writes_tensorrt_accelerator_on_gpu_when_format_is_tensorrt(tmp_path, churn_file):
-    config = export_sklearn(churn_file, ExportOptions(tmp_path, "churn_rf", format="tensorrt", fp16=True,
-                                                      preferred_batch_sizes=(256,))).config
+    config = export_sklearn(
+        churn_file, ExportOptions(tmp_path, "churn_rf", format="tensorrt", fp16=True, preferred_batch_sizes=(256,))
+    ).config
     assert [(g.count, g.kind) for g in config.instance_groups] == [(1, "KIND_GPU")]
     accelerator = config.gpu_execution_accelerator
     assert accelerator["name"] == "tensorrt" and accelerator["parameters"]["precision_mode"] == "FP16"
@@ -200,25 +216,35 @@ def test_export_sklearn_writes_tensorrt_accelerator_on_gpu_when_format_is_tensor
     assert ModelConfig.read(tmp_path / "churn_rf") == config
 
 
-@pytest.mark.parametrize("options, message", [
-    (dict(format="plan"), "--format is 'plan'; expected one of onnx, tensorrt"),
-    (dict(kind="KIND_TPU"), "--kind is 'KIND_TPU'"),
-    (dict(format="tensorrt", kind="KIND_CPU"), "NVIDIA GPUs only"),
-    (dict(max_batch_size=0), "--max-batch-size is 0; expected 1 or more"),
-    (dict(version=0), "--version is 0"),
-    (dict(atol=-1.0), "--atol is -1.0"),
-    (dict(preferred_batch_sizes=(8,), dynamic_batching=False), "needs dynamic batching"),
-    (dict(name="a/b"), "--name is 'a/b'"),
-    (dict(sample="missing.csv"), "--sample missing.csv does not exist"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (dict(format="plan"), "--format is 'plan'; expected one of onnx, tensorrt"),
+        (dict(kind="KIND_TPU"), "--kind is 'KIND_TPU'"),
+        (dict(format="tensorrt", kind="KIND_CPU"), "NVIDIA GPUs only"),
+        (dict(max_batch_size=0), "--max-batch-size is 0; expected 1 or more"),
+        (dict(version=0), "--version is 0"),
+        (dict(atol=-1.0), "--atol is -1.0"),
+        (dict(preferred_batch_sizes=(8,), dynamic_batching=False), "needs dynamic batching"),
+        (dict(name="a/b"), "--name is 'a/b'"),
+        (dict(sample="missing.csv"), "--sample missing.csv does not exist"),
+    ],
+)
 def test_export_options_raise_usage_error_when_invalid(tmp_path, options, message):
     with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)")):
         ExportOptions(tmp_path, **{"name": "m", **options})
 
 
 def test_export_options_config_has_warmup_cache_and_no_batcher_when_asked(tmp_path, churn_file):
-    options = ExportOptions(tmp_path, "churn_rf", dynamic_batching=False, warmup_batch_size=16, response_cache=True,
-                            instances=3, intra_op_threads=2)
+    options = ExportOptions(
+        tmp_path,
+        "churn_rf",
+        dynamic_batching=False,
+        warmup_batch_size=16,
+        response_cache=True,
+        instances=3,
+        intra_op_threads=2,
+    )
     config = export_sklearn(churn_file, options).config
     assert config.dynamic_batching is None and config.response_cache is True
     assert config.model_warmup[0].batch_size == 16
@@ -229,30 +255,49 @@ def test_export_options_config_has_warmup_cache_and_no_batcher_when_asked(tmp_pa
         export_sklearn(churn_file, ExportOptions(tmp_path, "churn_rf", preferred_batch_sizes=(8192,)))
 
 
-@pytest.mark.parametrize("overrides, expected", [
-    ((), ["label", "probabilities"]),
-    (("probabilities=scores",), ["label", "scores"]),
-    (("churned", "p"), ["churned", "p"]),
-])
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        ((), ["label", "probabilities"]),
+        (("probabilities=scores",), ["label", "scores"]),
+        (("churned", "p"), ["churned", "p"]),
+    ],
+)
 def test_rename_gives_names_when_overrides_valid(overrides, expected):
     assert rename(["label", "probabilities"], overrides, "--output-name") == expected
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (("proba=p",), "renames proba, which the model does not have"),
-    (("only_one",), "gives 1 names for 2 tensors"),
-    (("label=a", "b"), "either OLD=NEW pairs or plain names"),
-    (("a", "a"), "names must be unique"),
-    (("a b", "c"), "names must be unique"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (("proba=p",), "renames proba, which the model does not have"),
+        (("only_one",), "gives 1 names for 2 tensors"),
+        (("label=a", "b"), "either OLD=NEW pairs or plain names"),
+        (("a", "a"), "names must be unique"),
+        (("a b", "c"), "names must be unique"),
+    ],
+)
 def test_rename_raises_usage_error_when_overrides_invalid(overrides, message):
     with pytest.raises(UsageError, match=message):
         rename(["label", "probabilities"], overrides, "--output-name")
 
 
 def test_cli_export_sklearn_prints_version_and_parity_when_run(tmp_path, churn_file):
-    args = ["export", "sklearn", str(churn_file), "--name", "churn_rf", "-r", str(tmp_path),
-            "--preferred-batch-size", "64", "--preferred-batch-size", "256", "--instances", "1"]
+    args = [
+        "export",
+        "sklearn",
+        str(churn_file),
+        "--name",
+        "churn_rf",
+        "-r",
+        str(tmp_path),
+        "--preferred-batch-size",
+        "64",
+        "--preferred-batch-size",
+        "256",
+        "--instances",
+        "1",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert f"exported churn_rf version 1 to {tmp_path}/churn_rf/1/model.onnx" in result.output

@@ -381,7 +381,10 @@ def test_deployment_mounts_service_account_key_when_repository_is_gcs() -> None:
     key_dir = next(m["mountPath"] for m in container["volumeMounts"] if m["name"] == "gcs-credentials")
     assert env["GOOGLE_APPLICATION_CREDENTIALS"] == f"{key_dir}/credentials.json"
     secret = next(v for v in pod["volumes"] if v["name"] == "gcs-credentials")["secret"]
-    assert secret == {"secretName": "triton-gcs-credentials", "items": [{"key": "key.json", "path": "credentials.json"}]}
+    assert secret == {
+        "secretName": "triton-gcs-credentials",
+        "items": [{"key": "key.json", "path": "credentials.json"}],
+    }
 
 
 def test_deployment_copies_repository_with_init_container_when_repository_is_image() -> None:
@@ -401,10 +404,16 @@ def test_deployment_copies_repository_with_init_container_when_repository_is_ima
 @pytest.mark.parametrize(
     ("triton", "expected", "absent"),
     [
-        ({"modelControlMode": "explicit", "loadModels": ["churn", "minilm"]},
-         ["--model-control-mode=explicit", "--load-model=churn", "--load-model=minilm"], "--repository-poll-secs"),
-        ({"modelControlMode": "poll", "repositoryPollSeconds": 15, "loadModels": ["churn"]},
-         ["--model-control-mode=poll", "--repository-poll-secs=15"], "--load-model"),
+        (
+            {"modelControlMode": "explicit", "loadModels": ["churn", "minilm"]},
+            ["--model-control-mode=explicit", "--load-model=churn", "--load-model=minilm"],
+            "--repository-poll-secs",
+        ),
+        (
+            {"modelControlMode": "poll", "repositoryPollSeconds": 15, "loadModels": ["churn"]},
+            ["--model-control-mode=poll", "--repository-poll-secs=15"],
+            "--load-model",
+        ),
     ],
 )
 def test_deployment_passes_control_flags_when_control_mode_is_not_none(
@@ -448,9 +457,22 @@ def test_every_optional_resource_rendered_when_everything_enabled() -> None:
     """Each optional feature produces its resource."""
     kinds = sorted(m["kind"] for m in render(load_values("everything")))
     assert kinds == sorted(
-        ["ConfigMap", "ConfigMap", "CronJob", "Deployment", "HorizontalPodAutoscaler", "Ingress", "Job",
-         "NetworkPolicy", "Pod", "PodDisruptionBudget", "PrometheusRule", "Service", "ServiceAccount",
-         "ServiceMonitor"]
+        [
+            "ConfigMap",
+            "ConfigMap",
+            "CronJob",
+            "Deployment",
+            "HorizontalPodAutoscaler",
+            "Ingress",
+            "Job",
+            "NetworkPolicy",
+            "Pod",
+            "PodDisruptionBudget",
+            "PrometheusRule",
+            "Service",
+            "ServiceAccount",
+            "ServiceMonitor",
+        ]
     )
 
 
@@ -509,7 +531,10 @@ def test_hpa_queue_time_metric_is_recorded_and_adapted_when_custom_metric_enable
     (adapter_rule,) = adapter["rules"]
     assert adapter_rule["seriesQuery"].startswith(name + "{")
     assert adapter_rule["name"]["as"] == name
-    assert adapter_rule["resources"]["overrides"] == {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}
+    assert adapter_rule["resources"]["overrides"] == {
+        "namespace": {"resource": "namespace"},
+        "pod": {"resource": "pod"},
+    }
     assert "<<.Series>>" in adapter_rule["metricsQuery"] and "<<.GroupBy>>" in adapter_rule["metricsQuery"]
 
 
@@ -518,7 +543,9 @@ def test_servicemonitor_scrapes_metrics_port_of_triton_service_when_enabled() ->
     manifests = render(load_values("autoscaling-queue-time"))
     monitor = only(manifests, "ServiceMonitor")
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
-    assert monitor["spec"]["selector"]["matchLabels"].items() <= only(manifests, "Service")["metadata"]["labels"].items()
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= only(manifests, "Service")["metadata"]["labels"].items()
+    )
     assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "15s"}]
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
 
@@ -567,11 +594,16 @@ def test_batch_job_scores_one_shard_per_index_when_batch_enabled() -> None:
     grpc_port = next(p["port"] for p in service["spec"]["ports"] if p["name"] == "grpc")
     assert container["args"] == [
         "score",
-        "--model", "churn",
-        "--input", "/data/input/customers.parquet",
-        "--output", "/data/scores/shard-$(JOB_COMPLETION_INDEX)",
-        "--url", f"{service['metadata']['name']}.{NAMESPACE}.svc.cluster.local:{grpc_port}",
-        "--shard", "$(JOB_COMPLETION_INDEX)/8",
+        "--model",
+        "churn",
+        "--input",
+        "/data/input/customers.parquet",
+        "--output",
+        "/data/scores/shard-$(JOB_COMPLETION_INDEX)",
+        "--url",
+        f"{service['metadata']['name']}.{NAMESPACE}.svc.cluster.local:{grpc_port}",
+        "--shard",
+        "$(JOB_COMPLETION_INDEX)/8",
         "--resume",
     ]
     index_env = next(e for e in container["env"] if e["name"] == "JOB_COMPLETION_INDEX")

@@ -20,7 +20,8 @@ def config_of(**options) -> ModelConfig:
 def test_export_writes_default_queue_policy_when_queue_options_given():
     config = config_of(max_queue_size=16, queue_timeout_us=50_000, timeout_action="DELAY")
     assert config.dynamic_batching.default_queue_policy == QueuePolicy(
-        timeout_action="DELAY", default_timeout_us=50_000, max_queue_size=16)
+        timeout_action="DELAY", default_timeout_us=50_000, max_queue_size=16
+    )
     text = config.to_pbtxt()
     assert "max_queue_size: 16" in text and "default_timeout_microseconds: 50000" in text
     assert "timeout_action: DELAY" in text
@@ -32,12 +33,15 @@ def test_export_leaves_queue_unbounded_when_no_queue_option_given():
     assert "default_queue_policy" not in config_of().to_pbtxt()
 
 
-@pytest.mark.parametrize("options, mentions", [
-    ({"timeout_action": "drop"}, "--timeout-action is 'drop'; expected one of reject, delay"),
-    ({"max_queue_size": -1}, "--max-queue-size is -1"),
-    ({"queue_timeout_us": -5}, "--queue-timeout-us is -5"),
-    ({"max_queue_size": 4, "dynamic_batching": False}, "drop --no-dynamic-batching"),
-])
+@pytest.mark.parametrize(
+    "options, mentions",
+    [
+        ({"timeout_action": "drop"}, "--timeout-action is 'drop'; expected one of reject, delay"),
+        ({"max_queue_size": -1}, "--max-queue-size is -1"),
+        ({"queue_timeout_us": -5}, "--queue-timeout-us is -5"),
+        ({"max_queue_size": 4, "dynamic_batching": False}, "drop --no-dynamic-batching"),
+    ],
+)
 def test_export_options_raise_usage_error_naming_flag_when_queue_option_is_invalid(options, mentions):
     with pytest.raises(UsageError) as bad:
         ExportOptions("repo", "m", **options)
@@ -76,8 +80,9 @@ def test_retry_policy_raises_usage_error_when_bounds_are_invalid():
 
 
 def test_overload_reason_explains_triton_queue_refusals_only():
-    assert overload_reason("[request id: <id_unknown>] Exceeds maximum queue size") == \
-        "its queue is full (max_queue_size)"
+    assert (
+        overload_reason("[request id: <id_unknown>] Exceeds maximum queue size") == "its queue is full (max_queue_size)"
+    )
     assert overload_reason("Request timeout expired") == "the request waited longer than its queue allows"
     assert overload_reason("failed to connect to all addresses") is None
 
@@ -89,6 +94,8 @@ def test_reliability_errors_state_what_happened_and_map_to_their_exit_codes():
     busy = OverloadedError("model `churn` is overloaded", model="churn")
     assert isinstance(busy, ServerError) and busy.status == "UNAVAILABLE" and exit_code_for(busy) == 10
     full = OutputError("/data/out.parquet", "No space left on device", parts="/data/out.parquet.parts")
-    assert str(full) == ("cannot write /data/out.parquet: No space left on device; no final output was left; "
-                         "finished chunks stay in /data/out.parquet.parts for --resume")
+    assert str(full) == (
+        "cannot write /data/out.parquet: No space left on device; no final output was left; "
+        "finished chunks stay in /data/out.parquet.parts for --resume"
+    )
     assert exit_code_for(full) == 12

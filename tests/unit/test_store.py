@@ -15,7 +15,13 @@ from typer.testing import CliRunner
 
 from tritonkit.clients.hybrid import HybridClient, check_freshness
 from tritonkit.clients.store import (
-    Entry, StoreUnavailableError, normalize_run, open_store, parse_duration, redact, row_outputs,
+    Entry,
+    StoreUnavailableError,
+    normalize_run,
+    open_store,
+    parse_duration,
+    redact,
+    row_outputs,
 )
 from tritonkit.clients.store_commands import NOT_FRESH_EXIT_CODE, register
 from tritonkit.errors import UsageError
@@ -40,14 +46,28 @@ def cli():
 
 
 def entry(entity_id, age_s=0.0, source="batch", outputs=None, model="churn"):
-    return Entry(str(entity_id), model, "1", outputs or {"probability": 0.25, "label": 0, "risk_segment": 0},
-                 time.time() - age_s, source)
+    return Entry(
+        str(entity_id),
+        model,
+        "1",
+        outputs or {"probability": 0.25, "label": 0, "risk_segment": 0},
+        time.time() - age_s,
+        source,
+    )
 
 
 def run_summary(run_id="r1", age_s=60.0, **extra):
     now = time.time()
-    return {"run_id": run_id, "model": "churn", "model_version": "1", "started_at": now - age_s - 30,
-            "finished_at": now - age_s, "rows_scored": 3, "rows_rejected": 1, **extra}
+    return {
+        "run_id": run_id,
+        "model": "churn",
+        "model_version": "1",
+        "started_at": now - age_s - 30,
+        "finished_at": now - age_s,
+        "rows_scored": 3,
+        "rows_rejected": 1,
+        **extra,
+    }
 
 
 def test_open_store_raises_usage_error_listing_schemes_when_scheme_unknown():
@@ -80,8 +100,12 @@ def test_redact_hides_password_when_url_has_one():
 
 
 def test_row_outputs_gives_scalars_and_text_when_rows_hold_one_value():
-    arrays = {"probability": np.array([[0.5], [0.75]], np.float32), "label": np.array([[0], [1]]),
-              "name": np.array([[b"High"], [b"Low"]], dtype=object), "embedding": np.ones((2, 3), np.float32)}
+    arrays = {
+        "probability": np.array([[0.5], [0.75]], np.float32),
+        "label": np.array([[0], [1]]),
+        "name": np.array([[b"High"], [b"Low"]], dtype=object),
+        "embedding": np.ones((2, 3), np.float32),
+    }
     assert row_outputs(arrays, 1) == {"probability": 0.75, "label": 1, "name": "Low", "embedding": [1.0, 1.0, 1.0]}
 
 
@@ -102,8 +126,13 @@ def test_sqlite_get_returns_newest_write_when_entity_put_twice(store):
 
 def test_sqlite_get_returns_none_when_entry_expired_per_source(db):
     store = open_store(f"sqlite://{db}?batch_ttl=1h&realtime_ttl=1m")
-    store.put_many([entry("batch-30m", age_s=1800), entry("live-30m", age_s=1800, source="realtime"),
-                    entry("batch-2h", age_s=7200)])
+    store.put_many(
+        [
+            entry("batch-30m", age_s=1800),
+            entry("live-30m", age_s=1800, source="realtime"),
+            entry("batch-2h", age_s=7200),
+        ]
+    )
     assert store.get("churn", "batch-30m") is not None
     assert store.get("churn", "live-30m") is None and store.get("churn", "batch-2h") is None
     reader = sqlite3.connect(db)
@@ -178,8 +207,15 @@ def test_normalize_run_raises_listing_valid_keys_when_key_unknown():
 
 
 def test_sqlite_count_fresh_counts_unexpired_within_max_age_per_source(store):
-    store.put_many([entry("a", age_s=60), entry("b", age_s=3 * 3600), entry("c", age_s=25 * 3600),
-                    entry("d", age_s=60, source="realtime"), entry("e", age_s=2 * 3600, source="realtime")])
+    store.put_many(
+        [
+            entry("a", age_s=60),
+            entry("b", age_s=3 * 3600),
+            entry("c", age_s=25 * 3600),
+            entry("d", age_s=60, source="realtime"),
+            entry("e", age_s=2 * 3600, source="realtime"),
+        ]
+    )
     assert store.count_fresh("churn", 3600) == {"batch": 1, "realtime": 1}
     assert store.count_fresh("churn", 12 * 3600) == {"batch": 2, "realtime": 1}  # e expired after 1 h
 
@@ -210,8 +246,16 @@ def test_hybrid_lookup_returns_stale_entry_when_fallback_none(store):
     assert stale.age_s == pytest.approx(7200, abs=5)
     assert (hit.status, hit.source) == ("hit", "batch") and hit.age_s < 60
     assert (miss.status, miss.outputs, miss.source) == ("miss", None, None)
-    assert client.stats.to_dict() == {"lookups": 3, "hit": 1, "miss": 1, "stale": 1, "fallback": 0,
-                                      "fallback_errors": 0, "store_errors": 0, "hit_rate": 0.3333}
+    assert client.stats.to_dict() == {
+        "lookups": 3,
+        "hit": 1,
+        "miss": 1,
+        "stale": 1,
+        "fallback": 0,
+        "fallback_errors": 0,
+        "store_errors": 0,
+        "hit_rate": 0.3333,
+    }
 
 
 def test_hybrid_client_raises_when_realtime_fallback_has_no_triton(store):
@@ -232,8 +276,9 @@ def test_check_freshness_reports_coverage_over_last_run_entities(store):
 def test_freshness_command_exits_zero_with_json_when_run_is_fresh(cli, store, db):
     store.put_many([entry(i) for i in range(4)])
     store.record_run("churn", run_summary(age_s=600))
-    result = CliRunner().invoke(cli, ["freshness", "--model", "churn", "--store", f"sqlite://{db}", "--json",
-                                      "--entities", "8"])
+    result = CliRunner().invoke(
+        cli, ["freshness", "--model", "churn", "--store", f"sqlite://{db}", "--json", "--entities", "8"]
+    )
     assert result.exit_code == 0, result.output
     body = json.loads(result.output)
     assert body["status"] == "fresh" and body["last_run"]["run_id"] == "r1" and body["coverage"] == 0.5
@@ -243,8 +288,9 @@ def test_freshness_command_exits_zero_with_json_when_run_is_fresh(cli, store, db
 def test_freshness_command_exits_7_when_last_run_is_stale(cli, store, db):
     store.put_many([entry(i, age_s=26 * 3600) for i in range(4)])
     store.record_run("churn", run_summary(age_s=26 * 3600))
-    result = CliRunner().invoke(cli, ["freshness", "--model", "churn", "--max-age", "1d"],
-                                env={"TRITONKIT_STORE": f"sqlite://{db}"})
+    result = CliRunner().invoke(
+        cli, ["freshness", "--model", "churn", "--max-age", "1d"], env={"TRITONKIT_STORE": f"sqlite://{db}"}
+    )
     assert result.exit_code == NOT_FRESH_EXIT_CODE == 7
     assert "stale" in result.output and "1d 2h ago" in result.output and "0 / 4 (0.0%)" in result.output
     result = CliRunner().invoke(cli, ["freshness", "--model", "churn", "--max-age", "2d", "--store", f"sqlite://{db}"])
@@ -269,5 +315,12 @@ def test_lookup_command_exits_7_with_json_when_miss_and_no_fallback(cli, store, 
     assert hit.exit_code == 0 and json.loads(hit.output)["status"] == "hit"
     miss = CliRunner().invoke(cli, [*args, "--id", "8"])
     assert miss.exit_code == 7 and json.loads(miss.output) == {
-        "model": "churn", "entity_id": "8", "outputs": None, "source": None, "age_s": None, "status": "miss",
-        "model_version": None, "detail": None}
+        "model": "churn",
+        "entity_id": "8",
+        "outputs": None,
+        "source": None,
+        "age_s": None,
+        "status": "miss",
+        "model_version": None,
+        "detail": None,
+    }

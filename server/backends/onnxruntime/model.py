@@ -59,8 +59,11 @@ def _find_model_file(model_name, config):
     filename = config.get("default_model_filename") or "model.onnx"
     for repo in filter(None, os.environ.get(REPOSITORIES_ENV, "").split(os.pathsep)):
         versions = sorted(
-            (int(os.path.basename(p)) for p in glob.glob(os.path.join(repo, model_name, "*"))
-             if os.path.basename(p).isdigit()),
+            (
+                int(os.path.basename(p))
+                for p in glob.glob(os.path.join(repo, model_name, "*"))
+                if os.path.basename(p).isdigit()
+            ),
             reverse=True,
         )
         for version in versions:
@@ -177,7 +180,7 @@ class TritonPythonModel:
     def _run_one(self, arrays):
         try:
             return self._respond(self.session.run(self.output_names, arrays))
-        except Exception as e:  # onnxruntime raises its own exception types
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
             return _error(f"model '{self.model_name}': inference failed: {e}")
 
     def execute(self, requests):
@@ -194,12 +197,10 @@ class TritonPythonModel:
             for i, arrays, _ in valid:
                 responses[i] = self._run_one(arrays)
         elif valid:
-            merged = {
-                name: np.concatenate([arrays[name] for _, arrays, _ in valid]) for name, _, _ in self.inputs
-            }
+            merged = {name: np.concatenate([arrays[name] for _, arrays, _ in valid]) for name, _, _ in self.inputs}
             try:
                 outputs = self.session.run(self.output_names, merged)
-            except Exception:
+            except Exception:  # noqa: BLE001 - retried request by request right below
                 # One request's values broke the merged run: serve each alone so only it fails.
                 for i, arrays, _ in valid:
                     responses[i] = self._run_one(arrays)
