@@ -127,7 +127,7 @@ def offline_worker(spec: dict) -> dict:
                 model=model,
                 input=data,
                 output=tmp / f"{model}-scored.parquet",
-                url=spec["url"],
+                endpoint=spec["url"],
                 id_column=workload.id_column,
                 concurrency=spec["concurrency"],
             )

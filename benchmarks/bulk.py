@@ -191,7 +191,7 @@ def main() -> None:
                             model=model,
                             input=source,
                             output=tmp / f"{model}-{i}.parquet",
-                            url=server.grpc_url,
+                            endpoint=server.grpc_url,
                             maps=maps.get(model, []),
                             id_column=id_column,
                             concurrency=args.concurrency,

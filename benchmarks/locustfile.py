@@ -42,8 +42,9 @@ _grpc_gevent.init_gevent()  # after gevent's monkey patching, before any gRPC ch
 import numpy as np
 
 from tritonkit.benchmarks.workloads import random_texts
+from tritonkit.clients.endpoint import PROTOCOLS
 from tritonkit.clients.metadata import ModelMeta
-from tritonkit.clients.realtime import PROTOCOLS, TritonClient
+from tritonkit.clients.realtime import TritonClient
 from tritonkit.errors import UsageError
 
 VARIABLE_DIM = 8  # size given to a -1 dimension (other than the batch one) in random inputs
@@ -52,17 +53,8 @@ _open_clients: dict[int, TritonClient] = {}  # id -> client: every TritonUser cl
 
 def close_client(client: TritonClient) -> None:
     """Closes `client` once; later calls, and tritonclient's own `__del__`, do nothing."""
-    if _open_clients.pop(id(client), None) is None:
-        return
-    try:
-        client.close()
-    finally:
-        for raw in [client._client, *client._budget_clients.values()]:
-            raw.close = _closed  # tritonclient's __del__ calls self.close(): see the module docstring
-
-
-def _closed() -> None:
-    return None
+    if _open_clients.pop(id(client), None) is not None:
+        client.close()  # closes each connection once, and tritonclient's __del__ then does nothing
 
 
 def close_all_clients() -> None:
@@ -225,10 +217,8 @@ class TritonUser(User):
         self._next = 0
 
     def _only_model(self) -> str:
-        raw = self.client._client
         try:  # Triton can restrict this API (tritonkit serve does by default)
-            index = raw.get_model_repository_index(as_json=True) if self.protocol == "grpc" else None
-            models = index.get("models", []) if index is not None else raw.get_model_repository_index()
+            models = self.client.models()
         except Exception as e:
             raise UsageError(f"set TRITONKIT_MODEL: the server did not list its models ({e})") from e
         ready = sorted({m["name"] for m in models if m.get("state", "READY") == "READY"})

@@ -92,10 +92,12 @@ def main() -> None:
                     model=args.model,
                     input=str(data) if spark else data,
                     output=str(tmp / name) if spark else tmp / name,
-                    url=server.grpc_url,
+                    endpoint=server.grpc_url,
                     maps=maps,
                     id_column="customer_id",
                     concurrency=args.concurrency,
+                    engine="spark" if spark else "local",
+                    spark_partitions=args.partitions if spark else None,
                 )
 
             local = []
@@ -120,7 +122,7 @@ def main() -> None:
                 report, busy = measured(
                     server.grpc_url,
                     args.model,
-                    lambda i=i: run_score(options(f"spark-{i}", True), spark=spark, partitions=args.partitions),
+                    lambda i=i: run_score(options(f"spark-{i}", True), spark=spark),
                 )
                 assert report.rows_scored == args.rows, report
                 runs.append((report, busy))

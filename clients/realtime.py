@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
-from tritonclient.utils import InferenceServerException
 
-from tritonkit.clients.bulk import RetryPolicy, overload_reason
+from tritonkit.clients import wire
+from tritonkit.clients.endpoint import Endpoint, retryable, translate
 from tritonkit.clients.metadata import ModelMeta
-from tritonkit.errors import (
-    DeadlineExceededError,
-    ModelLoadError,
-    ModelNotFoundError,
-    OverloadedError,
-    ServerError,
-    UsageError,
-)
+from tritonkit.errors import DeadlineExceededError, ModelLoadError, ServerError, UsageError
 
-PROTOCOLS = ("grpc", "http")
-BUDGET_CLIENTS = 4  # HTTP clients kept for per-call budgets other than timeout_s (one per budget)
+logger = logging.getLogger(__name__)
+
+BUDGET_CLIENTS = 4  # HTTP clients kept for per-call budgets other than the endpoint's (one per budget)
 
 
 @dataclass(frozen=True)
@@ -49,92 +44,96 @@ class Prediction:
         }
 
 
-def _wrap(error: InferenceServerException, model: str) -> ServerError:
-    message = error.message() or str(error)
-    status = str(error.status() or "")
-    if "unknown model" in message or "NOT_FOUND" in status or status == "404":
-        return ModelNotFoundError(
-            f"model `{model}` is not served here (not in the repository, or not loaded): {message}",
-            model=model,
-            status=status,
-        )
-    reason = overload_reason(message)
-    if reason:
-        return OverloadedError(
-            f"model `{model}` is overloaded: {reason}; retry later with backoff ({message})", model=model, status=status
-        )
-    return ServerError(f"model `{model}`: {message}", model=model, status=status)
+class _Budget:
+    """A call's latency budget: what is left of it, and the error that says it ran out."""
+
+    def __init__(self, model: str, budget_ms: float):
+        if not budget_ms > 0:
+            raise UsageError(f"timeout_ms is {budget_ms!r}; expected a latency budget above 0 ms")
+        self.model, self.budget_ms, self.start = model, budget_ms, time.perf_counter()
+
+    @property
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.start) * 1000
+
+    def left_s(self) -> float:
+        left = (self.budget_ms - self.elapsed_ms) / 1000
+        if left <= 0:
+            raise self.exceeded()
+        return left
+
+    def exceeded(self) -> DeadlineExceededError:
+        return DeadlineExceededError(self.model, self.budget_ms, self.elapsed_ms)
 
 
-def _retryable(error: ServerError) -> bool:
-    return isinstance(error, OverloadedError) or any(s in (error.status or "") for s in ("UNAVAILABLE", "503"))
+def _closed() -> None:
+    return None
 
 
-@dataclass
 class TritonClient:
     """A tritonclient wrapper that builds requests from the server's model metadata.
 
-    One instance per thread for HTTP (tritonclient's HTTP client is not thread-safe); the gRPC one
-    may be shared.
-
-    Args:
-        url: HOST:PORT of Triton's gRPC (default 8001) or HTTP (default 8000) endpoint.
-        protocol: "grpc" or "http".
-        timeout_s: default latency budget of a call (`timeout_ms` overrides it per call).
-        ssl: use TLS (gRPC: a secure channel; HTTP: https).
-        root_certificates: PEM file of the CA that signed the server's certificate (default: the system's).
-        private_key, certificate_chain: PEM files of a client certificate, for servers that require one.
-        headers: extra headers sent with every request (for instance an auth token); never in repr.
-        retry: retry unavailable or overloaded answers with jittered backoff, within the call's budget
-            and the policy's attempts and total deadline (None: fail at once).
+    `TritonClient(Endpoint(...))`, or `TritonClient("127.0.0.1:8001", protocol="grpc", ...)` with the
+    endpoint's settings as keywords. One instance per thread for HTTP (tritonclient's HTTP client is
+    not thread-safe); the gRPC one may be shared. Every call's budget (the endpoint's `timeout_s`, or
+    `timeout_ms` per call) covers connecting and the first metadata fetch too; with the endpoint's
+    `retry` policy, unavailable and overloaded answers are retried with jittered backoff while it lasts.
     """
 
-    url: str
-    protocol: str = "grpc"
-    timeout_s: float = 10.0
-    ssl: bool = False
-    root_certificates: str | None = None
-    headers: dict[str, str] = field(default_factory=dict, repr=False)
-    private_key: str | None = None
-    certificate_chain: str | None = None
-    retry: RetryPolicy | None = None
-    _meta: dict[tuple[str, str], ModelMeta] = field(default_factory=dict, init=False, repr=False)
-    _budget_clients: OrderedDict = field(default_factory=OrderedDict, init=False, repr=False)
-
-    def __post_init__(self):
-        if self.protocol not in PROTOCOLS:
-            raise UsageError(f"--protocol is {self.protocol!r}; expected one of {', '.join(PROTOCOLS)}")
-        if self.protocol == "grpc":
+    def __init__(self, endpoint: Endpoint | str | None = None, **settings):
+        if endpoint is None or isinstance(endpoint, str):
+            endpoint = Endpoint(**({"url": endpoint} if endpoint else {}), **settings)
+        elif settings:
+            endpoint = endpoint.with_(**settings)
+        self.endpoint = endpoint
+        self._meta: dict[tuple[str, str], ModelMeta] = {}
+        self._budget_clients: OrderedDict = OrderedDict()
+        self._closed = False
+        if endpoint.protocol == "grpc":
             import tritonclient.grpc as module
 
             self._module = module
             self._client = module.InferenceServerClient(
-                self.url,
-                ssl=self.ssl,
-                root_certificates=self.root_certificates,
-                private_key=self.private_key,
-                certificate_chain=self.certificate_chain,
+                endpoint.url,
+                ssl=endpoint.ssl,
+                root_certificates=endpoint.root_certificates,
+                private_key=endpoint.private_key,
+                certificate_chain=endpoint.certificate_chain,
+                channel_args=endpoint.grpc_channel_args(),
             )
         else:
             import tritonclient.http as module
 
             self._module = module
-            self._client = self._http_client(self.timeout_s)
+            self._client = self._http_client(endpoint.timeout_s)
+
+    @property
+    def url(self) -> str:
+        return self.endpoint.url
+
+    @property
+    def protocol(self) -> str:
+        return self.endpoint.protocol
+
+    def __repr__(self) -> str:
+        return f"TritonClient({self.endpoint!r})"
 
     def _http_client(self, timeout_s: float):
         """A tritonclient HTTP client whose socket waits end after `timeout_s` (its connections' deadline)."""
-        tls = {"ca_certs": self.root_certificates, "certfile": self.certificate_chain, "keyfile": self.private_key}
         return self._module.InferenceServerClient(
-            self.url,
-            ssl=self.ssl,
+            self.endpoint.url,
+            ssl=self.endpoint.ssl,
             connection_timeout=timeout_s,
             network_timeout=timeout_s,
-            ssl_options={k: v for k, v in tls.items() if v} or None,
+            ssl_options=self.endpoint.http_ssl_options(),
         )
 
-    def _http_for_budget(self, timeout_s: float):
-        """The HTTP client for a per-call budget: the default one, or one kept per distinct budget."""
-        if timeout_s == self.timeout_s:
+    def _raw(self, budget: _Budget):
+        """The tritonclient client to use within `budget` (HTTP: one whose socket timeouts fit it)."""
+        if self.protocol == "grpc":
+            return self._client
+        timeout_s = budget.budget_ms / 1000
+        if timeout_s == self.endpoint.timeout_s:
             return self._client
         if timeout_s not in self._budget_clients:
             self._budget_clients[timeout_s] = self._http_client(timeout_s)
@@ -143,38 +142,84 @@ class TritonClient:
         self._budget_clients.move_to_end(timeout_s)
         return self._budget_clients[timeout_s]
 
-    def is_ready(self) -> bool:
+    def _call(self, method: str, budget: _Budget, *args, **kwargs):
+        """One tritonclient call within what is left of `budget`, with the endpoint's headers; kit errors out."""
+        model = kwargs.pop("_model", "")
+        if self.protocol == "grpc":
+            kwargs["client_timeout"] = budget.left_s()
         try:
-            return bool(self._client.is_server_ready(headers=self.headers))
-        except InferenceServerException:
+            return getattr(self._raw(budget), method)(*args, headers=self.endpoint.header_dict or None, **kwargs)
+        except Exception as e:
+            error = translate(e, model, self.endpoint, budget.budget_ms)
+            raise (budget.exceeded() if isinstance(error, DeadlineExceededError) else error) from e
+
+    def _with_retries(self, budget: _Budget, action):
+        """`action()` again after retryable failures, per the endpoint's policy, within `budget`."""
+        policy, attempt = self.endpoint.retry, 0
+        while True:
+            try:
+                return action()
+            except ServerError as e:
+                elapsed_s = budget.elapsed_ms / 1000
+                if policy is None or not retryable(e) or isinstance(e, DeadlineExceededError):
+                    raise
+                delay = policy.delay(attempt)
+                if policy.gives_up(attempt, elapsed_s, delay) or (elapsed_s + delay) * 1000 >= budget.budget_ms:
+                    raise
+                attempt += 1
+                logger.warning("%s; try %d in %.1f s", e, attempt + 1, delay)
+                time.sleep(delay)
+
+    def is_ready(self, timeout_ms: float | None = None) -> bool:
+        budget = _Budget("", timeout_ms or self.endpoint.timeout_s * 1000)
+        try:
+            return bool(self._call("is_server_ready", budget))
+        except ServerError:
             return False
 
-    def metadata(self, model: str, version: str = "") -> ModelMeta:
-        """The model's inputs, outputs and max_batch_size, fetched once and cached."""
+    def _budget(self, model: str, timeout_ms: float | None) -> _Budget:
+        return _Budget(model, self.endpoint.timeout_s * 1000 if timeout_ms is None else float(timeout_ms))
+
+    def metadata(self, model: str, version: str = "", timeout_ms: float | None = None) -> ModelMeta:
+        """The model's inputs, outputs and max_batch_size, fetched once and cached (retried as calls are)."""
+        return self._metadata(model, version, self._budget(model, timeout_ms))
+
+    def _metadata(self, model: str, version: str, budget: _Budget) -> ModelMeta:
         key = (model, version)
         if key not in self._meta:
-            try:
-                if self.protocol == "grpc":
-                    meta = self._client.get_model_metadata(model, version, headers=self.headers, as_json=True)
-                    config = self._client.get_model_config(model, version, headers=self.headers, as_json=True)
-                else:
-                    meta = self._client.get_model_metadata(model, version, headers=self.headers)
-                    config = self._client.get_model_config(model, version, headers=self.headers)
-            except InferenceServerException as e:
-                raise _wrap(e, model) from e
-            self._meta[key] = ModelMeta.from_responses(meta, config)
+            self._meta[key] = self._with_retries(budget, lambda: self._fetch_metadata(model, version, budget))
         return self._meta[key]
+
+    def _fetch_metadata(self, model: str, version: str, budget: _Budget) -> ModelMeta:
+        json_form = {"as_json": True} if self.protocol == "grpc" else {}
+        meta = self._call("get_model_metadata", budget, model, version, _model=model, **json_form)
+        config = self._call("get_model_config", budget, model, version, _model=model, **json_form)
+        return ModelMeta.from_responses(meta, config)
+
+    def models(self) -> list[dict]:
+        """Triton's repository index: [{"name", "version", "state", "reason"}]; needs the repository API open."""
+        budget = _Budget("", self.endpoint.timeout_s * 1000)
+        if self.protocol == "grpc":
+            return list(self._call("get_model_repository_index", budget, as_json=True).get("models", []))
+        return list(self._call("get_model_repository_index", budget))
+
+    def model_config(self, model: str, version: str = "") -> dict:
+        """The model's config as Triton reports it (JSON form)."""
+        budget = _Budget(model, self.endpoint.timeout_s * 1000)
+        json_form = {"as_json": True} if self.protocol == "grpc" else {}
+        config = self._call("get_model_config", budget, model, version, _model=model, **json_form)
+        return config.get("config", config)
 
     def load_model(self, model: str) -> None:
         """Asks Triton to load (or reload) `model` (model control mode explicit); ModelLoadError names the reason.
 
         Triton loads the new version(s) while the old ones keep serving, then retires the old ones.
         """
+        budget = _Budget(model, max(self.endpoint.timeout_s, 300.0) * 1000)
         try:
-            self._client.load_model(model, headers=self.headers)
-        except InferenceServerException as e:
-            message = e.message() or str(e)
-            raise ModelLoadError(model, message.split("\n\nAt:")[0].strip()) from e
+            self._call("load_model", budget, model, _model=model)
+        except ServerError as e:
+            raise ModelLoadError(model, str(e).split("\n\nAt:")[0].strip()) from e
         finally:
             self._meta = {key: meta for key, meta in self._meta.items() if key[0] != model}
 
@@ -183,83 +228,43 @@ class TritonClient:
     ):
         """Sends ready arrays; returns (outputs by name, model version, client latency in ms).
 
-        `timeout_ms` is the call's latency budget (default: the client's `timeout_s`): when no answer
-        has come by then, or it came later, DeadlineExceededError states the budget; a late answer is
-        discarded. The budget covers the inference call (and its retries), not the first metadata fetch.
+        `timeout_ms` is the call's latency budget (default: the endpoint's `timeout_s`), connecting and
+        the first metadata fetch included: when no answer has come by then, or it came later,
+        DeadlineExceededError states the budget; a late answer is discarded.
         """
-        budget_ms = self.timeout_s * 1000 if timeout_ms is None else float(timeout_ms)
-        if not budget_ms > 0:
-            raise UsageError(f"timeout_ms is {timeout_ms!r}; expected a latency budget above 0 ms")
-        meta = self.metadata(model, version)
-        binary = {"binary_data": True} if self.protocol == "http" else {}
-        inputs = []
-        for tensor in meta.inputs:
-            array = arrays[tensor.name]
-            infer_input = self._module.InferInput(tensor.name, list(array.shape), tensor.datatype)
-            infer_input.set_data_from_numpy(array, **binary)
-            inputs.append(infer_input)
-        outputs = [self._module.InferRequestedOutput(t.name, **binary) for t in meta.outputs]
-        start = time.perf_counter()
-        attempt = 0
-        while True:
-            try:
-                result = self._send(model, inputs, outputs, version, budget_ms, start)
-                break
-            except ServerError as e:
-                elapsed_s = time.perf_counter() - start
-                delay = self.retry.delay(attempt) if self.retry is not None and _retryable(e) else None
-                if (
-                    delay is None
-                    or self.retry.gives_up(attempt, elapsed_s, delay)
-                    or (elapsed_s + delay) * 1000 >= budget_ms
-                ):
-                    raise
-                attempt += 1
-                time.sleep(delay)
-        latency_ms = (time.perf_counter() - start) * 1000
-        if latency_ms > budget_ms:
-            raise DeadlineExceededError(model, budget_ms, latency_ms)
-        if self.protocol == "grpc":  # read the field: a JSON copy of the response would base64 every output
-            served = result.get_response().model_version
-        else:
-            served = result.get_response().get("model_version", "")
-        values = {t.name: result.as_numpy(t.name) for t in meta.outputs}
-        return values, str(served or version), latency_ms
+        return self._infer(model, arrays, version, self._budget(model, timeout_ms))
 
-    def _send(self, model: str, inputs, outputs, version: str, budget_ms: float, start: float):
-        """One try, bounded by what is left of the budget (gRPC) or by the budget per socket wait (HTTP)."""
-        left_s = budget_ms / 1000 - (time.perf_counter() - start)
-        if left_s <= 0:
-            raise DeadlineExceededError(model, budget_ms, (time.perf_counter() - start) * 1000)
-        try:
-            if self.protocol == "grpc":
-                return self._client.infer(
-                    model, inputs, model_version=version, outputs=outputs, headers=self.headers, client_timeout=left_s
-                )
-            return self._http_for_budget(budget_ms / 1000).infer(
-                model, inputs, model_version=version, outputs=outputs, headers=self.headers
-            )
-        except InferenceServerException as e:
-            if "DEADLINE_EXCEEDED" in str(e.status() or ""):
-                raise DeadlineExceededError(model, budget_ms, (time.perf_counter() - start) * 1000) from e
-            raise _wrap(e, model) from e
-        except TimeoutError as e:  # an HTTP socket wait ran past the budget
-            raise DeadlineExceededError(model, budget_ms, (time.perf_counter() - start) * 1000) from e
+    def _infer(self, model: str, arrays: dict[str, np.ndarray], version: str, budget: _Budget):
+        meta = self._metadata(model, version, budget)
+        inputs = wire.build_inputs(self._module, meta, arrays, self.protocol)
+        outputs = wire.requested_outputs(self._module, meta, self.protocol)
+        call = {"model_version": version, "outputs": outputs, "_model": model}
+        result = self._with_retries(budget, lambda: self._call("infer", budget, model, inputs, **call))
+        if budget.elapsed_ms > budget.budget_ms:
+            raise budget.exceeded()
+        values, served = wire.read_result(result, meta, self.protocol)
+        return values, served or version, budget.elapsed_ms
 
     def predict(self, model: str, features: dict, version: str = "", timeout_ms: float | None = None) -> Prediction:
         """One real-time call with `features` as {input name: value}; validated against the metadata.
 
         `timeout_ms`: this call's latency budget (see `infer_arrays`).
         """
-        arrays = self.metadata(model, version).record_arrays(features)
-        values, served_version, latency_ms = self.infer_arrays(model, arrays, version, timeout_ms)
+        budget = self._budget(model, timeout_ms)
+        arrays = self._metadata(model, version, budget).record_arrays(features)
+        values, served_version, latency_ms = self._infer(model, arrays, version, budget)
         return Prediction(model, served_version, values, latency_ms)
 
     def close(self) -> None:
-        for client in self._budget_clients.values():
-            client.close()
+        """Closes every connection once; later calls do nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        for raw in [self._client, *self._budget_clients.values()]:
+            raw.close()
+            # tritonclient's __del__ closes again; at interpreter exit under gevent (Locust) that can block forever
+            raw.close = _closed
         self._budget_clients.clear()
-        self._client.close()
 
     def __enter__(self) -> TritonClient:
         return self

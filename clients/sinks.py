@@ -11,7 +11,6 @@ half-written.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -19,18 +18,16 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from tritonkit import atomic
+from tritonkit.clients import formats
 from tritonkit.errors import UsageError
 
-OUTPUT_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 REJECT_SCHEMA = pa.schema([("row", pa.int64()), ("id", pa.string()), ("reason", pa.string())])
 
 
 def output_format(path: Path, requested: str | None) -> str:
-    if requested:
-        if requested not in ("parquet", "csv", "jsonl"):
-            raise UsageError(f"--format is {requested!r}; expected parquet, csv or jsonl")
-        return requested
-    return OUTPUT_FORMATS.get(path.suffix.lower(), "parquet")
+    """The format asked for, else the one the output's suffix names, else Parquet."""
+    return formats.checked(requested) if requested else formats.of(path) or "parquet"
 
 
 class PartStore:
@@ -61,7 +58,7 @@ class PartStore:
                 )
             return
         self.dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write_bytes(self.manifest_path, json.dumps(manifest, indent=1).encode())
+        atomic.write_bytes(self.manifest_path, json.dumps(manifest, indent=1).encode())
 
     def done_chunks(self) -> set[int]:
         return {int(p.stem.split("-")[1]) for p in self.dir.glob(f"chunk-*{self.SUFFIX}")}
@@ -116,7 +113,7 @@ class OrderedOutput:
 class _Appender:
     def __init__(self, target: Path, fmt: str, schema: pa.Schema | None = None):
         self.target, self.fmt, self.schema = target, fmt, schema
-        self.tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        self.tmp = atomic.temporary_path(target)
         self._writer = None
         self._handle = None
 
@@ -157,9 +154,7 @@ class _Appender:
             self._writer.close()
         else:
             self._handle.close()
-        with open(self.tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(self.tmp, self.target)
+        atomic.commit(self.tmp, self.target)
 
     def abort(self) -> None:
         try:
@@ -171,27 +166,9 @@ class _Appender:
             self.tmp.unlink(missing_ok=True)
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 def _atomic_ipc(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            with pa.ipc.new_file(handle, table.schema) as writer:
-                writer.write_table(table)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except BaseException:  # disk full, kill: no half-written temporary left behind
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
+    with atomic.atomic_file(path) as handle, pa.ipc.new_file(handle, table.schema) as writer:
+        writer.write_table(table)
 
 
 def _read_ipc(path: Path) -> pa.Table:

@@ -8,7 +8,6 @@ numbering is what makes resuming and sharding exact.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,16 +16,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from tritonkit.clients import formats
 from tritonkit.errors import UsageError
 
-FORMATS = {
-    ".parquet": "parquet",
-    ".pq": "parquet",
-    ".csv": "csv",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".json": "jsonl",
-}
 JSON_ERROR_COLUMN = "__json_error__"
 JSON_TEXT_KEY = b"tritonkit.json_text"  # field metadata: the column holds JSON text (mixed types in JSON Lines)
 
@@ -39,9 +31,11 @@ class Chunk:
 
 
 def input_format(path: Path) -> str:
-    fmt = FORMATS.get(path.suffix.lower())
+    fmt = formats.of(path)
     if fmt is None:
-        raise UsageError(f"input {path} has suffix {path.suffix!r}; expected one of {', '.join(sorted(FORMATS))}")
+        raise UsageError(
+            f"input {path} has suffix {path.suffix!r}; expected one of {', '.join(sorted(formats.SUFFIXES))}"
+        )
     return fmt
 
 
@@ -53,11 +47,9 @@ def input_files(path: Path) -> list[Path]:
     if path.is_file():
         input_format(path)
         return [path]
-    files = sorted(
-        p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in FORMATS and not p.name.startswith((".", "_"))
-    )
+    files = sorted(p for p in path.rglob("*") if p.is_file() and formats.of(p) and not p.name.startswith((".", "_")))
     if not files:
-        raise UsageError(f"input folder {path} holds no {', '.join(sorted(FORMATS))} files")
+        raise UsageError(f"input folder {path} holds no {', '.join(sorted(formats.SUFFIXES))} files")
     if len({input_format(p) for p in files}) > 1:
         raise UsageError(f"input folder {path} mixes formats; score one format per run")
     return files
@@ -325,7 +317,3 @@ def column_names(files: list[Path]) -> list[str]:
             if isinstance(record, dict):
                 names.update(dict.fromkeys(record))
     return list(names)
-
-
-def size_bytes(files: list[Path]) -> int:
-    return sum(os.path.getsize(p) for p in files)

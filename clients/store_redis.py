@@ -87,9 +87,6 @@ class RedisStore:
         except redis.RedisError as e:
             raise self._fail("write predictions", e) from e
 
-    def put(self, entry: Entry) -> None:
-        self.put_many([entry])
-
     def get(self, model: str, entity_id: str) -> Entry | None:
         try:
             raw = self._client.get(_key(check_model_name(model), "p", str(entity_id)))

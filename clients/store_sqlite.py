@@ -125,9 +125,6 @@ class SQLiteStore:
             if time.time() - self._last_purge >= self.purge_interval_s:
                 self.purge_expired()
 
-    def put(self, entry: Entry) -> None:
-        self.put_many([entry])
-
     def get(self, model: str, entity_id: str) -> Entry | None:
         with self._db("read a prediction") as conn:
             row = conn.execute(

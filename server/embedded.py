@@ -26,6 +26,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tritonkit.errors import ModelLoadError, PortInUseError, RepositoryError, ServerStartError, UsageError
+from tritonkit.server.security import (
+    ADMIN_HEADER,
+    DEFAULT_RESTRICTED_APIS,
+    RESTRICTABLE_APIS,
+    TlsFiles,
+    admin_headers,
+    check_admin_key,
+    masked_command,
+)
 from tritonkit.server.tls_proxy import TlsProxy, server_context
 
 logger = logging.getLogger(__name__)
@@ -35,66 +44,6 @@ REPOSITORIES_ENV = "TRITONKIT_MODEL_REPOSITORIES"  # read by the onnxruntime bac
 _LOAD_FAILURE = re.compile(r"failed to load '([^']+)' version \d+: (.*?)\"?$", re.MULTILINE)
 _POLL_FAILURE = re.compile(r"Poll failed for model directory '([^']+)': (.*?)\"?$", re.MULTILINE)
 _SERVER_ERROR = re.compile(r"^error: (.*)$", re.MULTILINE)
-
-# Triton's restricted-API groups (tritonserver 2.51 --help). The default keeps closed what changes the
-# server or reaches into the host: loading/unloading models, registering shared-memory regions, trace
-# and log settings (both write files). Inference, health and metadata stay open; so do model-config
-# (read-only; the kit's clients and perf_analyzer read max_batch_size from it) and statistics
-# (read-only counters that the unauthenticated metrics port publishes anyway).
-RESTRICTABLE_APIS = (
-    "health",
-    "metadata",
-    "inference",
-    "shared-memory",
-    "model-config",
-    "model-repository",
-    "statistics",
-    "trace",
-    "logging",
-)
-DEFAULT_RESTRICTED_APIS = ("model-repository", "shared-memory", "trace", "logging")
-ADMIN_HEADER = "tritonkit-admin-key"
-GRPC_HEADER_PREFIX = "triton-grpc-protocol-"  # Triton prefixes a gRPC restricted-protocol header with it
-_ADMIN_KEY = re.compile(r"[A-Za-z0-9._~+/-]{16,256}")
-MASK = "***"
-
-
-def admin_headers(key: str, protocol: str) -> dict[str, str]:
-    """The header a client sends to reach the restricted APIs (gRPC and HTTP spell it differently)."""
-    return {(GRPC_HEADER_PREFIX if protocol == "grpc" else "") + ADMIN_HEADER: key}
-
-
-def read_admin_key(path: Path) -> str:
-    """Reads and checks an admin key file; errors never quote the key."""
-    try:
-        key = Path(path).read_text().strip()
-    except OSError as e:
-        raise UsageError(f"--admin-key-file {path} cannot be read: {e.strerror}") from None
-    check_admin_key(key, f"--admin-key-file {path}")
-    return key
-
-
-def check_admin_key(key: str, source: str = "the admin key") -> None:
-    if not _ADMIN_KEY.fullmatch(key):
-        raise UsageError(
-            f"{source} holds {len(key)} characters; expected 16 to 256 of A-Z a-z 0-9 . _ ~ + / - "
-            "(for example from `openssl rand -hex 32`)"
-        )
-
-
-@dataclass(frozen=True)
-class TlsFiles:
-    """PEM files for one endpoint's TLS; with `client_ca`, clients must present a certificate it signed."""
-
-    cert: Path
-    key: Path
-    client_ca: Path | None = None
-
-    def check(self, endpoint: str) -> None:
-        for name in ("cert", "key", "client_ca"):
-            path = getattr(self, name)
-            if path is not None and not Path(path).is_file():
-                raise UsageError(f"{endpoint} TLS {name.replace('_', ' ')} file {path} does not exist")
 
 
 @dataclass(frozen=True)
@@ -308,7 +257,7 @@ class EmbeddedServer:
             *security,
             *self.extra_args,
         ]
-        logger.info("starting %s", " ".join(_masked(command)))
+        logger.info("starting %s", " ".join(masked_command(command)))
         with open(self.log_file, "ab") as log:
             self._process = subprocess.Popen(
                 command,
@@ -409,10 +358,3 @@ class EmbeddedServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-def _masked(command: list[str]) -> list[str]:
-    """The command line for logs: restricted-API keys replaced by `MASK`."""
-    return [
-        re.sub(r"^(--(?:grpc-restricted-protocol|http-restricted-api)=[^=]*=).*", rf"\g<1>{MASK}", a) for a in command
-    ]

@@ -1,4 +1,23 @@
-"""The kit's exception root and the one table that maps error classes to CLI exit codes."""
+"""The kit's exception root and the one table that maps outcomes to CLI exit codes.
+
+| code | class | meaning |
+|---|---|---|
+| 0 | | done |
+| 1 | TritonKitError (or a crash) | anything not below |
+| 2 | UsageError, ConfigError | the request cannot be done as asked (bad option, file, config) |
+| 3 | ServerStartError | the embedded Triton did not start (port taken, repository empty, model failed) |
+| 4 | InputError | a record does not fit the model's inputs |
+| 5 | ServerError | Triton answered with an error, or could not be reached |
+| 6 | ExportError | an export failed or its parity check did |
+| 7 | NotFreshError | no fresh prediction: a lookup found none, or the batch output is stale |
+| 8 | RowsRejectedError | a bulk run finished, and some rows went to the rejects file |
+| 9 | StoreError | the prediction store failed |
+| 10 | OverloadedError | the model's queue turned the request away |
+| 11 | DeadlineExceededError | no answer within the latency budget |
+| 12 | OutputError | results could not be written |
+
+Each class carries its code as `exit_code`; a subclass inherits its parent's unless it says otherwise.
+"""
 
 from __future__ import annotations
 
@@ -67,6 +86,13 @@ class ServerError(TritonKitError):
         super().__init__(message)
 
 
+class ServerUnavailableError(ServerError):
+    """Triton cannot be reached, or is starting or restarting: worth retrying with backoff."""
+
+    def __init__(self, message: str, *, model: str | None = None, status: str | None = "UNAVAILABLE"):
+        super().__init__(message, model=model, status=status)
+
+
 class ModelNotFoundError(ServerError):
     """The server does not serve the requested model (or version)."""
 
@@ -110,6 +136,22 @@ class OutputError(TritonKitError):
         self.path, self.reason, self.parts = str(path), reason, str(parts) if parts else None
         kept = f"; finished chunks stay in {self.parts} for --resume" if parts else ""
         super().__init__(f"cannot write {self.path}: {reason}; no final output was left{kept}")
+
+
+class NotFreshError(TritonKitError):
+    """No fresh prediction: a lookup returned nothing, or the last batch run is too old (monitors alarm on it)."""
+
+    exit_code = 7
+
+
+class RowsRejectedError(TritonKitError):
+    """A bulk run finished and wrote its output, but some rows were rejected (see the rejects file)."""
+
+    exit_code = 8
+
+    def __init__(self, rejected: int, read: int, rejects: str):
+        self.rejected, self.read, self.rejects = rejected, read, rejects
+        super().__init__(f"{rejected:,} of {read:,} rows were rejected; their reasons are in {rejects}")
 
 
 class StoreError(TritonKitError):

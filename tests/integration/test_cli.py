@@ -43,7 +43,7 @@ def test_predict_exits_with_one_line_error_when_input_is_bad(server):
 
 def test_predict_exits_with_not_found_when_model_unknown(server):
     result = run("predict", "--model", "nosuch", "--url", server.grpc_url, "--input", RECORD)
-    assert result.returncode == 5 and "model `nosuch` is not served here" in result.stderr
+    assert result.returncode == 5 and "model `nosuch` is not served by" in result.stderr
 
 
 def test_server_start_raises_port_in_use_when_port_taken(churn_repository):

@@ -81,7 +81,7 @@ def test_bulk_run_completes_every_row_once_when_server_is_killed_and_restarted(c
                         model="churn",
                         input=path,
                         output=out,
-                        url=server.grpc_url,
+                        endpoint=server.grpc_url,
                         id_column="customer_id",
                         chunk_rows=1_000,
                         batch_size=250,

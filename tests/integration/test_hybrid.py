@@ -7,14 +7,12 @@ import logging
 import time
 
 import pytest
-import typer
 from test_store_redis import RedisProcess, redis_server, redis_url  # noqa: F401  (shared Redis fixtures)
 from typer.testing import CliRunner
 
 from tritonkit.clients import TritonClient
 from tritonkit.clients.hybrid import FeatureTable, HybridClient
 from tritonkit.clients.store import Entry, open_store, row_outputs
-from tritonkit.clients.store_commands import register
 from tritonkit.errors import ServerError, UsageError
 from tritonkit.export.churn import FEATURES, synthetic_customers
 from tritonkit.server import free_port
@@ -56,8 +54,8 @@ def feature_table(tmp_path, customers):
 
 @pytest.fixture
 def cli():
-    app = typer.Typer()
-    register(app)
+    from tritonkit.cli import app
+
     return app
 
 
@@ -175,12 +173,12 @@ def test_lookup_command_scores_live_then_hits_when_features_given(cli, server, s
     args = ["lookup", "--model", "churn", "--id", "c-1", "--max-age", "12h"]
     first = CliRunner().invoke(cli, [*args, "--features", json.dumps(RECORD)], env=env)
     assert first.exit_code == 0, first.output
-    body = json.loads(first.output)
+    body = json.loads(first.stdout)
     assert (body["status"], body["source"], body["model"]) == ("miss", "live", "churn")
     second = CliRunner().invoke(cli, args, env=env)
     assert second.exit_code == 0, second.output
-    assert json.loads(second.output)["source"] == "realtime" and json.loads(second.output)["status"] == "hit"
-    assert json.loads(second.output)["outputs"] == body["outputs"]
+    assert json.loads(second.stdout)["source"] == "realtime" and json.loads(second.stdout)["status"] == "hit"
+    assert json.loads(second.stdout)["outputs"] == body["outputs"]
 
 
 def test_lookup_command_reads_feature_table_when_given(cli, server, store_url, feature_table):
@@ -203,7 +201,7 @@ def test_lookup_command_reads_feature_table_when_given(cli, server, store_url, f
         ],
     )
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["status"] == "miss" and json.loads(result.output)["source"] == "live"
+    assert json.loads(result.stdout)["status"] == "miss" and json.loads(result.stdout)["source"] == "live"
 
 
 def test_lookup_command_says_store_unavailable_when_redis_port_closed(cli, server):
@@ -224,5 +222,5 @@ def test_lookup_command_says_store_unavailable_when_redis_port_closed(cli, serve
         ],
     )
     assert result.exit_code == 0, result.output
-    body = json.loads(result.output)
+    body = json.loads(result.stdout)
     assert body["status"] == "store_unavailable" and body["source"] == "live" and "Connection refused" in body["detail"]

@@ -21,7 +21,8 @@ import pandas as pd
 import pytest
 
 from tritonkit.clients import TritonClient
-from tritonkit.clients.bulk import AsyncInferer, RetryPolicy
+from tritonkit.clients.bulk import AsyncInferer
+from tritonkit.clients.endpoint import Endpoint, RetryPolicy
 from tritonkit.clients.score import ScoreOptions, score
 from tritonkit.errors import DeadlineExceededError, OverloadedError, ServerError
 from tritonkit.model_config import DynamicBatching, InstanceGroup, ModelConfig, QueuePolicy, TensorSpec
@@ -195,7 +196,7 @@ def test_bulk_score_backs_off_and_scores_every_row_when_queue_keeps_overflowing(
             model="sleepy",
             input=tmp_path / "in.parquet",
             output=tmp_path / "out.parquet",
-            url=slow_server.grpc_url,
+            endpoint=slow_server.grpc_url,
             concurrency=8,
             id_column="key",
         )
@@ -211,9 +212,8 @@ def test_bulk_gives_up_at_total_deadline_with_overloaded_error_when_queue_stays_
     blockers = fill_queue(slow_server, 2.0)
 
     async def once():
-        inferer = AsyncInferer(
-            slow_server.grpc_url, meta, retry=RetryPolicy(attempts=1000, base_s=0.05, max_s=0.2, max_total_s=1.0)
-        )
+        retry = RetryPolicy(attempts=1000, base_s=0.05, max_s=0.2, max_total_s=1.0)
+        inferer = AsyncInferer(Endpoint(slow_server.grpc_url, timeout_s=120, retry=retry), meta)
         try:
             with pytest.raises(OverloadedError) as refused:
                 await inferer.infer({"x": np.zeros((1, 1), np.float32)})
@@ -236,9 +236,8 @@ def test_bulk_gives_up_with_unavailable_at_total_deadline_when_no_server_listens
     meta = ModelMeta("m", ("1",), "", (TensorMeta("x", "FP32", (-1, 1)),), (TensorMeta("y", "FP32", (-1, 1)),), 8)
 
     async def once():
-        inferer = AsyncInferer(
-            f"127.0.0.1:{free_port()}", meta, retry=RetryPolicy(attempts=1000, base_s=0.05, max_s=0.2, max_total_s=1.0)
-        )
+        retry = RetryPolicy(attempts=1000, base_s=0.05, max_s=0.2, max_total_s=1.0)
+        inferer = AsyncInferer(Endpoint(f"127.0.0.1:{free_port()}", timeout_s=120, retry=retry), meta)
         try:
             await inferer.infer({"x": np.zeros((1, 1), np.float32)})
         finally:

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tritonkit.clients.endpoint import Endpoint
 from tritonkit.clients.score import ScoreOptions, score
 from tritonkit.errors import UsageError
 from tritonkit.export.churn import FEATURES, OUTPUTS, synthetic_customers
@@ -48,8 +49,7 @@ def test_score_output_equals_onnxruntime_in_input_order_when_parquet(
             model="churn",
             input=path,
             output=tmp_path / "out.parquet",
-            url=url,
-            protocol=protocol,
+            endpoint=Endpoint(url, protocol=protocol, timeout_s=120),
             id_column="customer_id",
             chunk_rows=8_192,
             batch_size=1_000,
@@ -121,7 +121,7 @@ def test_score_feeds_vector_input_from_list_column_and_from_stacked_columns(serv
             model="vector",
             input=tmp_path / "v.parquet",
             output=tmp_path / "v.jsonl",
-            url=server.grpc_url,
+            endpoint=server.grpc_url,
             id_column="k",
         )
     )
@@ -141,7 +141,7 @@ def test_score_feeds_vector_input_from_list_column_and_from_stacked_columns(serv
             model="vector",
             input=tmp_path / "s.jsonl",
             output=tmp_path / "s.parquet",
-            url=server.grpc_url,
+            endpoint=server.grpc_url,
             maps=["a,b,c,d=x"],
         )
     )
@@ -153,10 +153,10 @@ def test_score_feeds_vector_input_from_list_column_and_from_stacked_columns(serv
 def test_score_refuses_with_clear_message_when_columns_missing_or_output_exists(server, customers, tmp_path):
     path, _ = customers
     with pytest.raises(UsageError, match=r"input `x` \(FP32 \[-1, 4\]\) needs column 'x'.*--map COLUMN=x"):
-        score(ScoreOptions(model="vector", input=path, output=tmp_path / "o.parquet", url=server.grpc_url))
+        score(ScoreOptions(model="vector", input=path, output=tmp_path / "o.parquet", endpoint=server.grpc_url))
     (tmp_path / "exists.parquet").write_text("")
     with pytest.raises(UsageError, match="already exists"):
-        score(ScoreOptions(model="churn", input=path, output=tmp_path / "exists.parquet", url=server.grpc_url))
+        score(ScoreOptions(model="churn", input=path, output=tmp_path / "exists.parquet", endpoint=server.grpc_url))
 
 
 def test_shards_cover_every_row_exactly_once_when_run_separately(server, customers, tmp_path):
@@ -169,7 +169,7 @@ def test_shards_cover_every_row_exactly_once_when_run_separately(server, custome
                 model="churn",
                 input=path,
                 output=out,
-                url=server.grpc_url,
+                endpoint=server.grpc_url,
                 chunk_rows=4_000,
                 shard=(index, 3),
                 id_column="customer_id",
@@ -242,7 +242,7 @@ def test_score_writes_store_so_lookup_hits_and_freshness_passes_when_store_given
             model="churn",
             input=path,
             output=tmp_path / "o.parquet",
-            url=server.grpc_url,
+            endpoint=server.grpc_url,
             id_column="customer_id",
             store=url,
         )

@@ -61,7 +61,7 @@ def test_score_accounts_for_every_row_and_matches_onnxruntime_when_input_is_dirt
                 model="churn",
                 input=source,
                 output=output,
-                url=server.grpc_url,
+                endpoint=server.grpc_url,
                 id_column="customer_id",
                 chunk_rows=16,
                 batch_size=8,

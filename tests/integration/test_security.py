@@ -27,7 +27,7 @@ from tritonclient.utils import InferenceServerException
 from tritonkit.clients import TritonClient
 from tritonkit.errors import ServerError
 from tritonkit.server import EmbeddedServer, free_port
-from tritonkit.server.embedded import ADMIN_HEADER, TlsFiles, admin_headers
+from tritonkit.server.security import ADMIN_HEADER, TlsFiles, admin_headers
 
 TRITONKIT = [sys.executable, "-m", "tritonkit.cli"]
 ADMIN_KEY = "test-admin-key-0123456789abcdef"
@@ -170,8 +170,8 @@ def test_predict_cli_exits_with_clear_error_when_client_speaks_plain_text_to_tls
         protocol,
         "--input",
         RECORD,
-        "--timeout-s",
-        "5",
+        "--timeout-ms",
+        "5000",
     )
     assert result.returncode == 5, result.stderr
     assert f"over {protocol}" in result.stderr or "failed to connect" in result.stderr
@@ -229,7 +229,7 @@ def test_predict_cli_uses_client_certificate_when_server_requires_one(mutual_ser
         "--root-certificates",
         str(pki.ca),
     ]
-    refused = run(*base, "--timeout-s", "5")
+    refused = run(*base, "--timeout-ms", "5000")
     assert refused.returncode == 5 and "Traceback" not in refused.stderr
     served = run(*base, "--client-cert", str(pki.client_cert), "--client-key", str(pki.client_key))
     assert served.returncode == 0, served.stderr
@@ -305,7 +305,7 @@ def test_score_cli_uses_client_certificate_when_server_requires_one(mutual_serve
         str(pki.ca),
         "--no-progress",
     ]
-    refused = run(*base, "--output", str(tmp_path / "refused.parquet"))
+    refused = run(*base, "--output", str(tmp_path / "refused.parquet"), "--retry-s", "1")
     assert refused.returncode != 0 and "Traceback" not in refused.stderr
     served = run(
         *base,
@@ -449,7 +449,7 @@ def test_serve_cli_never_prints_the_admin_key_and_applies_it(churn_repository, p
 
 
 def test_logged_command_masks_the_admin_key_when_restricted_apis_are_on(tmp_path):
-    from tritonkit.server.embedded import _masked
+    from tritonkit.server.security import masked_command as _masked
 
     server = EmbeddedServer(tmp_path, admin_key=ADMIN_KEY, restricted_apis=("model-repository", "model-config"))
     args = server._security_args()
@@ -463,7 +463,7 @@ def test_logged_command_masks_the_admin_key_when_restricted_apis_are_on(tmp_path
 
 def test_security_options_raise_usage_error_without_quoting_the_key_when_invalid(tmp_path):
     from tritonkit.errors import UsageError
-    from tritonkit.server.embedded import read_admin_key
+    from tritonkit.server.security import read_admin_key
 
     with pytest.raises(UsageError, match="'load' is not one of Triton's"):
         EmbeddedServer(tmp_path, restricted_apis=("load",))._security_args()

@@ -191,7 +191,7 @@ def test_client_names_field_value_and_expectation_when_record_is_bad(server, pro
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_unknown_model_raises_model_not_found_when_requested(server, protocol):
-    with pytest.raises(ModelNotFoundError, match="model `nosuchmodel` is not served here"):
+    with pytest.raises(ModelNotFoundError, match="model `nosuchmodel` is not served by"):
         client_for(server, protocol).predict("nosuchmodel", RECORD)
     assert client_for(server, protocol).is_ready()
 

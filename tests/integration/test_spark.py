@@ -128,7 +128,7 @@ def test_spark_engine_output_equals_score_output_when_same_parquet_input(server,
             model="churn",
             input=folder,
             output=tmp_path / "local.parquet",
-            url=server.grpc_url,
+            endpoint=server.grpc_url,
             id_column="customer_id",
             **POST,
         )
@@ -197,7 +197,7 @@ def test_spark_bad_rows_get_nulls_and_score_reasons_and_the_job_finishes(server,
             model="churn",
             input=tmp_path / "dirty.parquet",
             output=tmp_path / "local.parquet",
-            url=server.grpc_url,
+            endpoint=server.grpc_url,
             **POST,
         )
     )
@@ -207,7 +207,7 @@ def test_spark_bad_rows_get_nulls_and_score_reasons_and_the_job_finishes(server,
             model="churn",
             input=str(tmp_path / "dirty.parquet"),
             output=str(tmp_path / "spark.parquet"),
-            url=server.grpc_url,
+            endpoint=server.grpc_url,
             **POST,
         ),
         spark=spark,
@@ -240,7 +240,7 @@ def test_spark_vector_rows_and_failures_match_score_when_rows_fail_validation_or
     )
     # vector: a list column into FP32 [4], three lengths wrong; lookup: two indices out of the model's table
     for model, url in (("vector", server.grpc_url), ("lookup", lookup_server.grpc_url)):
-        options = {"model": model, "url": url, "id_column": "k"}
+        options = {"model": model, "endpoint": url, "id_column": "k"}
         local = score(ScoreOptions(input=tmp_path / "in.parquet", output=tmp_path / f"{model}.parquet", **options))
         report = run_score(
             ScoreOptions(input=str(tmp_path / "in.parquet"), output=str(tmp_path / f"{model}-spark"), **options),
@@ -276,12 +276,13 @@ def test_spark_many_partitions_share_one_client_per_worker_process(server, spark
             model="churn",
             input=str(folder),
             output=str(tmp_path / "out"),
-            url=server.grpc_url,
+            endpoint=server.grpc_url,
             id_column="customer_id",
             batch_size=1_000,
+            engine="spark",
+            spark_partitions=8,
         ),
         spark=spark,
-        partitions=8,
     )
     stats = report.stats
     assert (report.rows_read, report.rows_scored) == (24_000, 24_000) and stats["tasks"] == 8
@@ -305,7 +306,7 @@ def test_spark_refuses_with_clear_message_when_column_missing_or_option_does_not
     with pytest.raises(UsageError, match="--shard '1/2' does not apply to --engine spark"):
         run_score(
             ScoreOptions(
-                model="churn", input=str(folder), output=str(tmp_path / "o"), url=server.grpc_url, shard=(1, 2)
+                model="churn", input=str(folder), output=str(tmp_path / "o"), endpoint=server.grpc_url, shard=(1, 2)
             ),
             spark=spark,
         )
@@ -313,14 +314,14 @@ def test_spark_refuses_with_clear_message_when_column_missing_or_option_does_not
     with pytest.raises(UsageError, match=r"--engine spark reads Parquet or a table .* is csv"):
         run_score(
             ScoreOptions(
-                model="churn", input=str(tmp_path / "in.csv"), output=str(tmp_path / "o"), url=server.grpc_url
+                model="churn", input=str(tmp_path / "in.csv"), output=str(tmp_path / "o"), endpoint=server.grpc_url
             ),
             spark=spark,
         )
     with pytest.raises(UsageError, match="--id-column 'nope' is not a column of the input"):
         run_score(
             ScoreOptions(
-                model="churn", input=str(folder), output=str(tmp_path / "o"), url=server.grpc_url, id_column="nope"
+                model="churn", input=str(folder), output=str(tmp_path / "o"), endpoint=server.grpc_url, id_column="nope"
             ),
             spark=spark,
         )

@@ -305,4 +305,4 @@ def test_cli_export_sklearn_prints_version_and_parity_when_run(tmp_path, churn_f
     assert "label: 0 of 2000 labels differ" in result.output and "probabilities: max abs error" in result.output
     assert ModelConfig.read(tmp_path / "churn_rf").dynamic_batching.preferred_batch_sizes == (64, 256)
     again = CliRunner().invoke(app, [*args, "--version", "1"])
-    assert isinstance(again.exception, ExportError) and again.exception.exit_code == 6
+    assert again.exit_code == ExportError.exit_code == 6 and "already exists" in again.stderr

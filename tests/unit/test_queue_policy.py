@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from tritonkit.clients.bulk import RetryPolicy, overload_reason
+from tritonkit.clients.endpoint import RetryPolicy, overload_reason
 from tritonkit.errors import DeadlineExceededError, OutputError, OverloadedError, ServerError, UsageError, exit_code_for
 from tritonkit.export.options import ExportOptions
 from tritonkit.model_config import ModelConfig, QueuePolicy, TensorSpec

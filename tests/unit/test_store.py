@@ -10,7 +10,6 @@ import time
 
 import numpy as np
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from tritonkit.clients.hybrid import HybridClient, check_freshness
@@ -23,8 +22,7 @@ from tritonkit.clients.store import (
     redact,
     row_outputs,
 )
-from tritonkit.clients.store_commands import NOT_FRESH_EXIT_CODE, register
-from tritonkit.errors import UsageError
+from tritonkit.errors import NotFreshError, UsageError
 
 
 @pytest.fixture
@@ -40,8 +38,8 @@ def store(db):
 
 @pytest.fixture
 def cli():
-    app = typer.Typer()
-    register(app)
+    from tritonkit.cli import app
+
     return app
 
 
@@ -280,7 +278,7 @@ def test_freshness_command_exits_zero_with_json_when_run_is_fresh(cli, store, db
         cli, ["freshness", "--model", "churn", "--store", f"sqlite://{db}", "--json", "--entities", "8"]
     )
     assert result.exit_code == 0, result.output
-    body = json.loads(result.output)
+    body = json.loads(result.stdout)
     assert body["status"] == "fresh" and body["last_run"]["run_id"] == "r1" and body["coverage"] == 0.5
     assert 590 < body["age_s"] < 700 and body["max_age_s"] == 86400
 
@@ -291,7 +289,7 @@ def test_freshness_command_exits_7_when_last_run_is_stale(cli, store, db):
     result = CliRunner().invoke(
         cli, ["freshness", "--model", "churn", "--max-age", "1d"], env={"TRITONKIT_STORE": f"sqlite://{db}"}
     )
-    assert result.exit_code == NOT_FRESH_EXIT_CODE == 7
+    assert result.exit_code == NotFreshError.exit_code == 7
     assert "stale" in result.output and "1d 2h ago" in result.output and "0 / 4 (0.0%)" in result.output
     result = CliRunner().invoke(cli, ["freshness", "--model", "churn", "--max-age", "2d", "--store", f"sqlite://{db}"])
     assert result.exit_code == 0 and "fresh" in result.output
@@ -299,22 +297,22 @@ def test_freshness_command_exits_7_when_last_run_is_stale(cli, store, db):
 
 def test_freshness_command_exits_7_when_no_run_recorded(cli, db):
     result = CliRunner().invoke(cli, ["freshness", "--model", "churn", "--store", f"sqlite://{db}", "--json"])
-    assert result.exit_code == 7 and json.loads(result.output)["status"] == "no_run"
+    assert result.exit_code == 7 and json.loads(result.stdout)["status"] == "no_run"
 
 
 def test_freshness_command_raises_clear_error_when_max_age_malformed(cli, db):
     result = CliRunner().invoke(cli, ["freshness", "--model", "churn", "--store", f"sqlite://{db}", "--max-age", "1w"])
-    assert isinstance(result.exception, UsageError)
-    assert "--max-age is '1w'; expected a positive number with a unit s, m, h or d" in str(result.exception)
+    assert result.exit_code == UsageError.exit_code == 2
+    assert "--max-age is '1w'; expected a positive number with a unit s, m, h or d" in result.stderr
 
 
 def test_lookup_command_exits_7_with_json_when_miss_and_no_fallback(cli, store, db):
     store.put_many([entry("7")])
     args = ["lookup", "--model", "churn", "--store", f"sqlite://{db}", "--fallback", "none"]
     hit = CliRunner().invoke(cli, [*args, "--id", "7"])
-    assert hit.exit_code == 0 and json.loads(hit.output)["status"] == "hit"
+    assert hit.exit_code == 0 and json.loads(hit.stdout)["status"] == "hit"
     miss = CliRunner().invoke(cli, [*args, "--id", "8"])
-    assert miss.exit_code == 7 and json.loads(miss.output) == {
+    assert miss.exit_code == 7 and json.loads(miss.stdout) == {
         "model": "churn",
         "entity_id": "8",
         "outputs": None,

@@ -1,4 +1,4 @@
-"""`tritonkit bench`: the typer command; wire with `register(app)`.
+"""`tritonkit bench`: latency and throughput of a model, real time against batch.
 
 The benchmark runs in a child process (`python -m tritonkit.benchmarks.bench`) because Locust
 monkey-patches the process with gevent on import: the CLI's own process stays unpatched.
@@ -139,8 +139,3 @@ def bench(
     code = subprocess.call([sys.executable, "-m", "tritonkit.benchmarks.bench", *argv])
     if code:
         raise typer.Exit(code)
-
-
-def register(app: typer.Typer) -> None:
-    """Adds `bench` to the tritonkit CLI."""
-    app.command("bench")(bench)

@@ -1,7 +1,7 @@
-"""`tritonkit lookup` and `tritonkit freshness`: the Hybrid way of serving from the command line.
+"""`tritonkit lookup` and `tritonkit freshness`: Hybrid serving from the command line.
 
-`register(app)` adds both commands to the `tritonkit` typer app. Exit code 7 means "no fresh
-prediction": a lookup that returned nothing, or a freshness check that found the batch output stale.
+Exit code 7 (`NotFreshError`) means "no fresh prediction": a lookup that returned nothing, or a
+freshness check that found the batch output stale.
 """
 
 from __future__ import annotations
@@ -12,26 +12,13 @@ from pathlib import Path
 
 import typer
 
-from tritonkit.errors import UsageError
-
-NOT_FRESH_EXIT_CODE = 7
+from tritonkit.cli.options import endpoint_options, option_group, read_record
+from tritonkit.errors import NotFreshError, UsageError
 
 
 def default_store_url() -> str:
     """`predictions.db` in the working folder, as a SQLite store URL."""
     return f"sqlite://{Path.cwd() / 'predictions.db'}"
-
-
-def read_record(text: str, option: str = "--features") -> dict:
-    """A JSON object of input names to values, given inline or as @file.json; UsageError naming `option`."""
-    text = Path(text[1:]).read_text() if text.startswith("@") else text
-    try:
-        features = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise UsageError(f"{option} is not valid JSON ({e.msg} at character {e.pos}): {text[:80]!r}") from None
-    if not isinstance(features, dict):
-        raise UsageError(f"{option} must be a JSON object of input names to values, got {type(features).__name__}")
-    return features
 
 
 def format_duration(seconds: float) -> str:
@@ -44,6 +31,7 @@ def format_duration(seconds: float) -> str:
     return f"{seconds}s"
 
 
+@option_group(endpoint_options(timeout_ms=10_000))
 def lookup(
     model: str = typer.Option(..., "--model", "-m", envvar="TRITONKIT_MODEL", help="Model whose prediction to read."),
     entity_id: str = typer.Option(..., "--id", envvar="TRITONKIT_ENTITY_ID", help="Entity id to look up."),
@@ -68,15 +56,13 @@ def lookup(
         None, envvar="TRITONKIT_FEATURE_TABLE", help="Parquet or CSV file of features with an id column."
     ),
     id_column: str = typer.Option("entity_id", envvar="TRITONKIT_ID_COLUMN", help="Id column of --feature-table."),
-    url: str = typer.Option("127.0.0.1:8001", envvar="TRITONKIT_URL", help="HOST:PORT of Triton."),
-    protocol: str = typer.Option("grpc", envvar="TRITONKIT_PROTOCOL", help="grpc or http."),
-    timeout_s: float = typer.Option(10.0, envvar="TRITONKIT_TIMEOUT_S", help="Deadline for a live call."),
     write_back: bool = typer.Option(
         True,
         "--write-back/--no-write-back",
         envvar="TRITONKIT_WRITE_BACK",
         help="Store live results with source realtime.",
     ),
+    endpoint=None,
 ):
     """One entity's prediction from the store, or live when missing or stale; prints JSON."""
     from tritonkit.clients.hybrid import FeatureTable, HybridClient
@@ -84,10 +70,10 @@ def lookup(
     from tritonkit.clients.store import open_store, parse_duration
 
     max_age_s = parse_duration(max_age, "--max-age") if max_age else None
-    record = read_record(features) if features else None
+    record = read_record(features, "--features") if features else None
     table = FeatureTable(feature_table, id_column) if feature_table else None
     prediction_store = open_store(store or default_store_url())
-    triton = TritonClient(url, protocol=protocol, timeout_s=timeout_s) if fallback == "realtime" else None
+    triton = TritonClient(endpoint) if fallback == "realtime" else None
     try:
         client = HybridClient(
             prediction_store,
@@ -105,7 +91,7 @@ def lookup(
             triton.close()
     typer.echo(json.dumps({"model": model, **result.to_dict()}))
     if result.outputs is None:
-        raise typer.Exit(NOT_FRESH_EXIT_CODE)
+        raise NotFreshError(f"no fresh prediction of `{model}` for entity `{entity_id}` ({result.status})")
 
 
 def freshness(
@@ -147,7 +133,7 @@ def freshness(
     else:
         _print_report(report)
     if not report.ok:
-        raise typer.Exit(NOT_FRESH_EXIT_CODE)
+        raise NotFreshError(f"the predictions of `{model}` are not fresh: {report.status}")
 
 
 def _print_report(report) -> None:
@@ -174,9 +160,3 @@ def _print_report(report) -> None:
     else:
         table.add_row("coverage", f"{report.fresh_entities} / {report.total_entities} ({report.coverage:.1%})")
     Console(width=100).print(table)
-
-
-def register(app: typer.Typer) -> None:
-    """Adds `lookup` and `freshness` to the `tritonkit` app."""
-    app.command("lookup")(lookup)
-    app.command("freshness")(freshness)
