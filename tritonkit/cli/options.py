@@ -51,80 +51,41 @@ def option_group(group: OptionGroup):
     return decorate
 
 
+_TLS_AND_HEADERS = (
+    ("protocol", str, typer.Option("grpc", "--protocol", envvar="TRITONKIT_PROTOCOL", help="grpc or http.")),
+    ("ssl", bool, typer.Option(False, "--ssl", envvar="TRITONKIT_SSL", help="TLS to Triton (gRPC or HTTPS).")),
+    ("root_certificates", str | None, typer.Option(
+        None, "--root-certificates", envvar="TRITONKIT_ROOT_CERTIFICATES",
+        help="CA bundle (PEM) that signed the server's certificate.")),
+    ("client_cert", str | None, typer.Option(
+        None, "--client-cert", envvar="TRITONKIT_CLIENT_CERT", help="Client certificate (PEM) for mutual TLS.")),
+    ("client_key", str | None, typer.Option(
+        None, "--client-key", envvar="TRITONKIT_CLIENT_KEY", help="Private key of --client-cert (PEM).")),
+    ("header", list[str], typer.Option(
+        [], "--header", envvar="TRITONKIT_HEADER",
+        help="'NAME=VALUE' or 'NAME: VALUE' sent with every request (repeatable; one per line in the variable); "
+        "values are never printed.")),
+)  # fmt: skip
+
+
 def endpoint_options(
     timeout_ms: float, retry_s: float = 0.0, url: str = "127.0.0.1:8001", target: str = "endpoint"
 ) -> OptionGroup:
     """How to reach Triton: --url, --protocol, TLS files, --header, --timeout-ms (a call's budget) and
-    --retry-s (how long unavailable and overloaded answers are retried)."""
+    --retry-s (how long unavailable and overloaded answers are retried); defaults per command."""
     params = (
-        (
-            "url",
-            str,
-            typer.Option(
-                url,
-                "--url",
-                envvar="TRITONKIT_URL",
-                help="HOST:PORT of Triton (dns:///NAME:PORT: gRPC round robin over every address of NAME).",
-            ),
-        ),
-        ("protocol", str, typer.Option("grpc", "--protocol", envvar="TRITONKIT_PROTOCOL", help="grpc or http.")),
-        ("ssl", bool, typer.Option(False, "--ssl", envvar="TRITONKIT_SSL", help="TLS to Triton (gRPC or HTTPS).")),
-        (
-            "root_certificates",
-            str | None,
-            typer.Option(
-                None,
-                "--root-certificates",
-                envvar="TRITONKIT_ROOT_CERTIFICATES",
-                help="CA bundle (PEM) that signed the server's certificate.",
-            ),
-        ),
-        (
-            "client_cert",
-            str | None,
-            typer.Option(
-                None, "--client-cert", envvar="TRITONKIT_CLIENT_CERT", help="Client certificate (PEM) for mutual TLS."
-            ),
-        ),
-        (
-            "client_key",
-            str | None,
-            typer.Option(
-                None, "--client-key", envvar="TRITONKIT_CLIENT_KEY", help="Private key of --client-cert (PEM)."
-            ),
-        ),
-        (
-            "header",
-            list[str],
-            typer.Option(
-                [],
-                "--header",
-                envvar="TRITONKIT_HEADER",
-                help="'NAME=VALUE' or 'NAME: VALUE' sent with every request (repeatable; "
-                "one per line in the variable); values are never printed.",
-            ),
-        ),
-        (
-            "timeout_ms",
-            float,
-            typer.Option(
-                timeout_ms,
-                "--timeout-ms",
-                envvar="TRITONKIT_TIMEOUT_MS",
-                help="Budget of one call in ms, connecting included; past it: exit code 11, naming the budget.",
-            ),
-        ),
-        (
-            "retry_s",
-            float,
-            typer.Option(
-                retry_s,
-                "--retry-s",
-                help="Retry unavailable, overloaded or slow answers with jittered backoff for up to this many "
-                "seconds per request (a server still starting included); 0: no retries.",
-            ),
-        ),
-    )
+        ("url", str, typer.Option(
+            url, "--url", envvar="TRITONKIT_URL",
+            help="HOST:PORT of Triton (dns:///NAME:PORT: gRPC round robin over every address of NAME).")),
+        *_TLS_AND_HEADERS,
+        ("timeout_ms", float, typer.Option(
+            timeout_ms, "--timeout-ms", envvar="TRITONKIT_TIMEOUT_MS",
+            help="Budget of one call in ms, connecting included; past it: exit code 11, naming the budget.")),
+        ("retry_s", float, typer.Option(
+            retry_s, "--retry-s",
+            help="Retry unavailable, overloaded or slow answers with jittered backoff for up to this many seconds "
+            "per request (a server still starting included); 0: no retries.")),
+    )  # fmt: skip
     return OptionGroup(target, params, _endpoint)
 
 
