@@ -29,11 +29,12 @@ from tritonkit.errors import (
 PROTOCOLS = ("grpc", "http")
 # gRPC channel args replace tritonclient's defaults, so its message limits are repeated here. After a server
 # restart, gRPC waits out its own reconnect backoff (up to 120 s by default) before it tries again: cap it.
+# (Not grpc.min_reconnect_backoff_ms: it is also the connect timeout, and a server that accepts but never
+# answers must use up the caller's budget, not fail as unavailable after 200 ms.)
 GRPC_CHANNEL_ARGS = (
     ("grpc.max_send_message_length", 2**31 - 1),
     ("grpc.max_receive_message_length", 2**31 - 1),
     ("grpc.initial_reconnect_backoff_ms", 200),
-    ("grpc.min_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 2000),
 )
 # Client-side balancing over every address a name resolves to (a headless Service): new replicas get traffic.

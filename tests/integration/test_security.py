@@ -476,3 +476,43 @@ def test_security_options_raise_usage_error_without_quoting_the_key_when_invalid
         read_admin_key(tmp_path / "missing.key")
     with pytest.raises(UsageError, match="gRPC TLS cert file .* does not exist"):
         EmbeddedServer(tmp_path, grpc_tls=TlsFiles(tmp_path / "no.pem", tmp_path / "no.key"))._security_args()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_lookup_cli_reaches_a_tls_server_with_headers_and_budget_and_never_prints_them(
+    tls_server, pki, tmp_path, protocol
+):
+    store = f"sqlite://{tmp_path / 'preds.db'}"
+    base = ["lookup", "--model", "vector", "--id", "e-1", "--store", store, "--url", url_of(tls_server, protocol),
+            "--protocol", protocol, "--ssl", "--root-certificates", str(pki.ca), "--header", f"Authorization: Bearer {TOKEN}",
+            "--timeout-ms", "5000"]  # fmt: skip
+    live = run(*base, "--features", RECORD)
+    assert live.returncode == 0, live.stderr
+    answer = json.loads(live.stdout)
+    assert (answer["status"], answer["source"], answer["outputs"]["y"]) == ("miss", "live", [2.0, 4.0, 6.0, 8.0])
+    hit = run(*base)
+    assert json.loads(hit.stdout)["status"] == "hit"
+    untrusted = run(*base[:-5], "--ssl", "--root-certificates", str(pki.other_ca), "--id", "e-2", "--features", RECORD)
+    assert untrusted.returncode == 5 and "Traceback" not in untrusted.stderr
+    for result in (live, hit, untrusted):
+        assert TOKEN not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_predict_refuses_a_header_value_with_a_line_break_without_printing_it(tls_server, pki, protocol):
+    result = run("predict", "--model", "vector", "--url", url_of(tls_server, protocol), "--protocol", protocol,
+                 "--ssl", "--root-certificates", str(pki.ca), "--header", f"Authorization: Bearer {TOKEN}\nX: 1",
+                 "--input", RECORD)  # fmt: skip
+    assert result.returncode == 2 and "line break" in result.stderr
+    assert TOKEN not in result.stdout + result.stderr and "Traceback" not in result.stderr
+
+
+def test_restricted_api_refusal_is_not_retried_as_an_outage_when_a_retry_policy_is_set(tls_server, pki, caplog):
+    from tritonkit.clients.endpoint import RetryPolicy
+
+    with TritonClient(tls_server.grpc_url, ssl=True, root_certificates=str(pki.ca),
+                      retry=RetryPolicy(max_total_s=60)) as client:  # fmt: skip
+        with pytest.raises(ServerError, match="restricted") as refused:
+            client.models()
+    assert refused.value.status == "PERMISSION_DENIED"
+    assert not [r for r in caplog.records if "try 2" in r.getMessage()]

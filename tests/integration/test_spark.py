@@ -325,3 +325,36 @@ def test_spark_refuses_with_clear_message_when_column_missing_or_option_does_not
             ),
             spark=spark,
         )
+
+
+def test_spark_engine_presents_the_client_certificate_when_the_server_requires_one(churn_repository, spark, tmp_path):
+    import trustme
+
+    from tritonkit.clients.endpoint import Endpoint
+    from tritonkit.server.security import TlsFiles
+    from tritonkit.spark import run_score
+
+    ca = trustme.CA()
+    paths = {name: tmp_path / f"{name}.pem" for name in ("ca", "cert", "key", "client", "client_key")}
+    ca.cert_pem.write_to_path(str(paths["ca"]))
+    for issued, chain, key in (
+        (ca.issue_cert("127.0.0.1"), "cert", "key"),
+        (ca.issue_cert("c@t"), "client", "client_key"),
+    ):
+        paths[chain].write_bytes(b"".join(blob.bytes() for blob in issued.cert_chain_pems))
+        issued.private_key_pem.write_to_path(str(paths[key]))
+    rows = np.arange(40, dtype=np.float32).reshape(10, 4)
+    source = tmp_path / "rows.parquet"
+    pq.write_table(pa.table({"x": pa.FixedSizeListArray.from_arrays(pa.array(rows.ravel()), 4), "k": list(range(10))}),
+                   source)  # fmt: skip
+    tls = TlsFiles(paths["cert"], paths["key"], client_ca=paths["ca"])
+    with EmbeddedServer(churn_repository, http_port=0, grpc_port=0, metrics_port=0, grpc_tls=tls, http_tls=tls,
+                        model_control_mode="explicit", extra_args=["--load-model=vector"]) as mutual:  # fmt: skip
+        endpoint = Endpoint(mutual.grpc_url, ssl=True, root_certificates=str(paths["ca"]), timeout_s=60,
+                            certificate_chain=str(paths["client"]), private_key=str(paths["client_key"]))  # fmt: skip
+        options = ScoreOptions(model="vector", input=str(source), output=str(tmp_path / "out"), endpoint=endpoint,
+                               id_column="k", engine="spark")  # fmt: skip
+        report = run_score(options, spark=spark)
+    assert (report.rows_scored, report.rows_rejected) == (10, 0)
+    out = pq.read_table(tmp_path / "out").to_pandas().sort_values("k")
+    np.testing.assert_array_equal(np.stack(out["y"].to_numpy()), 2 * rows)
