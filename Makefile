@@ -20,6 +20,8 @@ demo: $(STAMP)
 test: $(STAMP)
 	bash scripts/ensure-redis.sh
 	VENV=$(VENV) bash scripts/ensure-perf-analyzer.sh
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest tests
 
 clean:

@@ -143,6 +143,17 @@ class Endpoint:
         """For messages: where, how and whether with TLS; never a header value."""
         return f"Triton at {self.url} over {self.protocol}{' with TLS' if self.ssl else ''}"
 
+    def grpc_client(self, module):
+        """A tritonclient gRPC client (`tritonclient.grpc` or `tritonclient.grpc.aio` as `module`) for this endpoint."""
+        return module.InferenceServerClient(
+            self.url,
+            ssl=self.ssl,
+            root_certificates=self.root_certificates,
+            private_key=self.private_key,
+            certificate_chain=self.certificate_chain,
+            channel_args=self.grpc_channel_args(),
+        )
+
     def grpc_channel_args(self) -> list[tuple[str, object]]:
         args = list(GRPC_CHANNEL_ARGS)
         return [*args, ROUND_ROBIN] if self.url.startswith("dns:///") else args

@@ -93,14 +93,7 @@ class TritonClient:
             import tritonclient.grpc as module
 
             self._module = module
-            self._client = module.InferenceServerClient(
-                endpoint.url,
-                ssl=endpoint.ssl,
-                root_certificates=endpoint.root_certificates,
-                private_key=endpoint.private_key,
-                certificate_chain=endpoint.certificate_chain,
-                channel_args=endpoint.grpc_channel_args(),
-            )
+            self._client = endpoint.grpc_client(module)
         else:
             import tritonclient.http as module
 
