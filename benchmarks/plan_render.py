@@ -11,11 +11,12 @@ from pathlib import Path
 
 from tritonkit.atomic import write_bytes
 from tritonkit.benchmarks.plan import Plan, duration, sweep_rates
-from tritonkit.benchmarks.plan_modes import MODES, SPECS, TITLES, Figure, ModePlan, combined_basis, costs
+from tritonkit.benchmarks.plan_modes import MODES, SPECS, TITLES, Figure, combined_basis, costs
 
 MODE_COLUMNS = [
     "mode",
-    "instances",
+    "batch instances",
+    "always-on instances",
     "compute h/day",
     "storage GB",
     "$/day",
@@ -53,18 +54,7 @@ def plain(value: float) -> str:
     """An input as a person writes it: 1,000,000, 0.25, 22.86."""
     if float(value).is_integer() and abs(value) < 1e15:
         return f"{int(value):,}"
-    return f"{value:,.4g}" if abs(value) >= 1 else f"{value:.4g}"
-
-
-def _instances(mode: ModePlan) -> str:
-    batch, always = mode.figures["batch_instances"], mode.figures["always_on_instances"]
-    if batch.value is None:
-        return f"- {_tag(batch)}"
-    parts = ([f"{batch.value} per run"] if batch.value else []) + (
-        [f"{always.value} always on"] if always.value else []
-    )
-    used = [f for f in (batch, always) if f.value]
-    return " + ".join(parts) + f" {_tag(*used)}" if used else "0"
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
 
 
 def mode_rows(plan: Plan) -> list[list[str]]:
@@ -77,7 +67,8 @@ def mode_rows(plan: Plan) -> list[list[str]]:
         rows.append(
             [
                 TITLES[mode.mode] + (" *" if plan.recommendation.mode == mode.mode else ""),
-                _instances(mode),
+                _cell(f["batch_instances"], str(f["batch_instances"].value)),
+                _cell(f["always_on_instances"], str(f["always_on_instances"].value)),
                 _cell(f["compute_hours_per_day"], _number(f["compute_hours_per_day"].value)),
                 _cell(f["storage_gb"], _number(f["storage_gb"].value, 3)),
                 _cell(f["usd_per_day"], _number(f["usd_per_day"].value)),

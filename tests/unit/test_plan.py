@@ -353,8 +353,9 @@ def test_plan_default_prices_match_bench_when_compared():
 def test_render_tags_every_figure_with_its_basis_when_rows_are_built():
     plan = make_plan(classic(headroom=None))
     rows = {row[0].rstrip(" *"): row for row in mode_rows(plan)}
-    assert rows["real time"][4] == "240.00 a"  # 2 instances by the assumed 50 % headroom
-    assert rows["batch"][8] == "5 g"  # a store read: given, no headroom in it
+    assert rows["real time"][5] == "240.00 a"  # 2 instances by the assumed 50 % headroom
+    assert rows["real time"][2] == "2 a"
+    assert rows["batch"][9] == "5 g"  # a store read: given, no headroom in it
     data = to_dict(plan)
     assert data["modes"]["realtime"]["figures"]["always_on_instances"]["basis"] == ASSUMED
     assert data["inputs"]["headroom"] == {"value": 0.5, "unit": "share", "basis": ASSUMED, "source": "default"}

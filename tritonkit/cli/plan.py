@@ -137,7 +137,7 @@ def _print_plan(result, png: Path | None) -> None:
     ):
         table = Table(title=title if columns is MODE_COLUMNS else "inputs", caption=caption)
         for column in columns:
-            table.add_column(column, overflow="fold")
+            table.add_column(column, overflow="fold", no_wrap=column in ("mode", "freshness", "input"))
         for row in rows:
             table.add_row(*(Text(cell) for cell in row))  # sources hold [..]: not rich markup
         console.print(table)
