@@ -48,6 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tritonkit.benchmarks.defaults import DEFAULT_PRICE_BATCH_PER_HOUR, DEFAULT_PRICE_REALTIME_PER_HOUR, SCENARIOS
 from tritonkit.benchmarks.report import (
     CLIENT_BOUND_PERCENT,
     HEADLINE_COLUMNS,
@@ -58,10 +59,6 @@ from tritonkit.benchmarks.report import (
     write_report,
 )
 from tritonkit.benchmarks.workloads import NOBATCH_SUFFIX, workload_for
-
-DEFAULT_PRICE_REALTIME_PER_HOUR = 0.17
-DEFAULT_PRICE_BATCH_PER_HOUR = 0.06
-SCENARIOS = ("single-stream", "dynamic-batching", "server", "offline")
 
 
 @dataclass

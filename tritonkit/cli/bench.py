@@ -14,7 +14,7 @@ from pathlib import Path
 
 import typer
 
-from tritonkit.benchmarks.bench import DEFAULT_PRICE_BATCH_PER_HOUR, DEFAULT_PRICE_REALTIME_PER_HOUR, SCENARIOS
+from tritonkit.benchmarks.defaults import DEFAULT_PRICE_BATCH_PER_HOUR, DEFAULT_PRICE_REALTIME_PER_HOUR, SCENARIOS
 
 
 def _option(default, *flags: str, env: str, help: str):
