@@ -25,6 +25,7 @@ from tritonkit.clients.realtime import TritonClient
 from tritonkit.clients.results import Postprocess, RowResults, assemble
 from tritonkit.clients.sinks import REJECT_SCHEMA, OrderedOutput, PartStore, output_format
 from tritonkit.errors import InputError, OutputError, UsageError
+from tritonkit.extras import requires
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ class ScoreOptions:
             self.output = Path(self.output)
             self.input = Path(self.input) if self.input is not None else None
         else:
+            requires("spark", "pyspark", what="--engine spark")
             from tritonkit.clients.spark_job import check_options
 
             check_options(self)
@@ -350,6 +352,7 @@ def score(options: ScoreOptions, progress=None) -> ScoreReport:
     final output is never left half-written, and finished chunks stay for `--resume`.
     """
     if options.engine == "spark":
+        requires("spark", "pyspark", what="--engine spark")
         from tritonkit.clients.spark_job import run_score
 
         return run_score(options)

@@ -13,6 +13,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer._click import ClickException  # typer vendors click
 from typer.core import TyperGroup
 
@@ -38,7 +39,7 @@ class KitGroup(TyperGroup):
         except TritonKitError as e:
             outcome = isinstance(e, (NotFreshError, RowsRejectedError))
             label = "[yellow]note:[/yellow]" if outcome else "[red]error:[/red]"
-            console.print(f"{label} {e}", highlight=False)
+            console.print(f"{label} {escape(str(e))}", highlight=False)  # `pip install 'tritonkit[export]'` stays
             ctx.exit(exit_code_for(e))
 
 

