@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test install server-env clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,10 +14,15 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The embedded server's own environment (tritonserver, numpy<2, onnxruntime): built once, in the user's cache
+# folder or at $TRITONKIT_SERVER_ENV; a marker check when it is there.
+server-env: $(STAMP)
+	$(BIN)/tritonkit server-env
+
 demo: $(STAMP)
 	bash scripts/demo.sh
 
-test: $(STAMP)
+test: $(STAMP) server-env
 	bash scripts/ensure-redis.sh
 	VENV=$(VENV) bash scripts/ensure-perf-analyzer.sh
 	$(BIN)/ruff check .

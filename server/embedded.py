@@ -1,13 +1,13 @@
 """The embedded Triton Inference Server: the tritonserver binary nvidia-pytriton ships, run as a child process.
 
-No Docker and no GPU are needed. The server gets a backend directory assembled here: Triton's
-Python backend with the stub for the running Python, and the kit's Python-based `onnxruntime`
-backend, so a production model repository loads unchanged.
+No Docker and no GPU are needed. The server runs from its own Python environment (server/environment.py:
+nvidia-pytriton, numpy<2, onnxruntime), not the caller's. It gets a backend directory assembled here:
+Triton's Python backend with the stub for that environment's Python, and the kit's Python-based
+`onnxruntime` backend, so a production model repository loads unchanged.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import re
@@ -22,10 +22,12 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tritonkit.errors import ModelLoadError, PortInUseError, RepositoryError, ServerStartError, UsageError
+from tritonkit.server.environment import ServerEnvironment, groups_for_repository
 from tritonkit.server.security import (
     ADMIN_HEADER,
     DEFAULT_RESTRICTED_APIS,
@@ -48,35 +50,54 @@ _SERVER_ERROR = re.compile(r"^error: (.*)$", re.MULTILINE)
 
 @dataclass(frozen=True)
 class TritonInstall:
-    """Where the pieces of the tritonserver that nvidia-pytriton ships live."""
+    """Where the pieces of the tritonserver that nvidia-pytriton ships live, in the server's environment."""
 
     binary: Path
     python_backend: Path
     stubs: Path
     libs: Path
+    python: Path  # the server environment's python3: the stub runs the Python backends with it
+    python_version: str  # "3.11": which stub
 
     @classmethod
-    def locate(cls) -> TritonInstall:
-        spec = importlib.util.find_spec("pytriton")
-        if spec is None or not spec.submodule_search_locations:
-            raise ServerStartError("nvidia-pytriton is not installed: it provides the tritonserver binary")
-        root = Path(list(spec.submodule_search_locations)[0]) / "tritonserver"
+    def locate(cls, groups: Iterable[str] = (), environment: ServerEnvironment | None = None) -> TritonInstall:
+        """The tritonserver of the server's environment, built first (with `groups`) when missing."""
+        environment = (environment or ServerEnvironment.default()).ensure(groups)
+        found = environment.query()
+        if found["pytriton"] is None:
+            raise ServerStartError(
+                f"nvidia-pytriton is not installed in the server's environment {environment.path}: it provides the "
+                "tritonserver binary (tritonkit server-env --rebuild)"
+            )
+        root = Path(found["pytriton"]) / "tritonserver"
         install = cls(
             binary=root / "bin" / "tritonserver",
             python_backend=root / "backends" / "python",
             stubs=root / "python_backend_stubs",
             libs=root.parent.parent / "nvidia_pytriton.libs",
+            python=environment.python,
+            python_version=found["version"],
         )
         if not install.binary.exists():
             raise ServerStartError(f"tritonserver binary not found at {install.binary}")
         return install
 
     def stub(self) -> Path:
-        version = f"{sys.version_info.major}.{sys.version_info.minor}"
-        path = self.stubs / version / "triton_python_backend_stub"
+        path = self.stubs / self.python_version / "triton_python_backend_stub"
         if not path.exists():
-            raise ServerStartError(f"nvidia-pytriton has no Python backend stub for Python {version} ({path})")
+            raise ServerStartError(
+                f"nvidia-pytriton has no Python backend stub for Python {self.python_version} ({path})"
+            )
         return path
+
+    def environment(self, base: Mapping[str, str]) -> dict[str, str]:
+        """`base` (the caller's environment) as Triton needs it: its libraries on LD_LIBRARY_PATH, the server
+        environment's python3 first on PATH (the stub runs model.py with it), no PYTHONPATH or PYTHONHOME
+        that would hand the stub the caller's packages (a numpy 2, say)."""
+        env = {k: v for k, v in base.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(self.libs), env.get("LD_LIBRARY_PATH")]))
+        env["PATH"] = os.pathsep.join(filter(None, [str(self.python.parent), env.get("PATH")]))
+        return env
 
 
 def assemble_backends(install: TritonInstall, dest: Path) -> Path:
@@ -230,17 +251,14 @@ class EmbeddedServer:
         # With HTTPS, Triton's plain HTTP binds loopback on an internal port; the TLS proxy takes the public one.
         triton_http = ("127.0.0.1", free_port("127.0.0.1")) if self.http_tls else (self.host, self.http_port)
         self._triton_http = f"{triton_http[0]}:{triton_http[1]}"
-        install = TritonInstall.locate()
+        install = TritonInstall.locate(groups_for_repository(self.model_repository))
         self._workdir = Path(tempfile.mkdtemp(prefix="tritonkit-server-"))
         backends = assemble_backends(install, self._workdir / "backends")
         if self.log_file is None:
             self.log_file = self._workdir / "triton.log"
         self.log_file = Path(self.log_file).resolve()
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ)
-        env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(install.libs), env.get("LD_LIBRARY_PATH")]))
-        # The stub runs model.py with the first python3 on PATH: make it this environment's.
-        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        env = install.environment(os.environ)
         env[REPOSITORIES_ENV] = str(self.model_repository)
         command = [
             str(install.binary),

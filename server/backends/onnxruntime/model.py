@@ -10,6 +10,7 @@ This file runs inside Triton's Python backend stub, not inside the tritonkit pac
 only numpy, onnxruntime and `triton_python_backend_utils`.
 """
 
+import ctypes
 import glob
 import json
 import os
@@ -21,6 +22,13 @@ import triton_python_backend_utils as pb_utils
 # Environment variable the embedded server sets: its model repositories, os.pathsep-separated.
 # `auto_complete_config` receives no path, so it finds the model's ONNX file through it.
 REPOSITORIES_ENV = "TRITONKIT_MODEL_REPOSITORIES"
+
+# DLPack's name for a consumed capsule. A capsule keeps the pointer, not a copy: this bytes object lives as
+# long as the module does.
+_USED_CAPSULE = b"used_dltensor"
+_capsule_set_name = ctypes.pythonapi.PyCapsule_SetName
+_capsule_set_name.argtypes = [ctypes.py_object, ctypes.c_char_p]
+_capsule_set_name.restype = ctypes.c_int
 
 _ORT_TO_NUMPY = {
     "tensor(float)": np.float32,
@@ -147,7 +155,7 @@ class TritonPythonModel:
             tensor = pb_utils.get_input_tensor_by_name(request, name)
             if tensor is None:
                 raise ValueError(f"model '{self.model_name}': input '{name}' is missing")
-            array = tensor.as_numpy()
+            array = input_array(tensor, dtype)
             if dtype is np.object_:
                 array = np.vectorize(lambda b: b.decode("utf-8") if isinstance(b, bytes) else b, otypes=[object])(array)
             elif array.dtype != dtype:
@@ -174,7 +182,7 @@ class TritonPythonModel:
             dtype = self.output_dtypes.get(name)
             if dtype is not None and value.dtype != dtype and dtype is not np.object_:
                 value = value.astype(dtype)
-            tensors.append(pb_utils.Tensor(name, np.ascontiguousarray(value)))
+            tensors.append(output_tensor(name, value))
         return pb_utils.InferenceResponse(output_tensors=tensors)
 
     def _run_one(self, arrays):
@@ -213,6 +221,31 @@ class TritonPythonModel:
 
     def finalize(self):
         self.session = None
+
+
+def input_array(tensor, dtype):
+    """A request's input as a numpy array: numeric tensors through DLPack (with numpy 2, `as_numpy()` builds
+    arrays with broken strides: every row reads as the first), BYTES (`dtype` object) through `as_numpy()`:
+    DLPack has no strings."""
+    return tensor.as_numpy() if dtype is np.object_ else np.from_dlpack(tensor)
+
+
+def output_tensor(name, value):
+    """An output tensor that arrives intact whichever numpy the stub runs.
+
+    Numeric arrays go through DLPack: with numpy 2, `pb_utils.Tensor(name, array)` returns an empty tensor
+    without a word. DLPack carries no strings, so BYTES (object) arrays keep `pb_utils.Tensor`, which the
+    server environment's numpy<2 serves. The stub marks the capsule it consumed "used_dlpack" where DLPack says
+    "used_dltensor"; numpy's capsule destructor then reports an error on every output (numpy 2) or loops on it
+    forever (numpy 1.26), so the capsule gets its proper name back once the stub holds the tensor.
+    """
+    value = np.ascontiguousarray(value)
+    if value.dtype.kind in "OSU":
+        return pb_utils.Tensor(name, value)
+    capsule = value.__dlpack__()
+    tensor = pb_utils.Tensor.from_dlpack(name, capsule)
+    _capsule_set_name(capsule, _USED_CAPSULE)
+    return tensor
 
 
 def _error(message):
