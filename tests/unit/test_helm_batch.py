@@ -365,3 +365,39 @@ def test_batch_sends_admin_key_as_grpc_metadata_when_inference_is_restricted() -
     assert env["TRITONKIT_HEADER"]["value"] == f"{GRPC_HEADER_PREFIX}{ADMIN_HEADER}=$(TRITONKIT_ADMIN_KEY)"
     default_env = {e["name"] for e in score_container(render(load_values("batch")))["env"]}
     assert "TRITONKIT_ADMIN_KEY" not in default_env and "TRITONKIT_HEADER" not in default_env
+
+
+# --- the chart's commands against the kit's own command line -------------------------------------
+
+# Options of the `score` contract of issue 17 that the score side adds; until it is merged they are skipped.
+PENDING_SCORE_OPTIONS = {"--rejects-exit-code"}
+
+
+def cli_options(command: str) -> set[str]:
+    """Every option name `tritonkit <command>` accepts, read from the kit's typer app."""
+    import typer.main
+
+    from tritonkit.cli import app
+
+    click_command = typer.main.get_command(app).commands[command]
+    return {name for param in click_command.params for name in getattr(param, "opts", [])}
+
+
+@pytest.mark.parametrize(("kind", "name"), [("CronJob", "-score"), ("CronJob", "-freshness")])
+def test_chart_passes_only_options_the_kit_knows_when_commands_render(kind: str, name: str) -> None:
+    """Each --option the chart gives `tritonkit score` or `tritonkit freshness` exists in the kit's CLI,
+    and the durations and fractions it passes parse as the kit parses them."""
+    from tritonkit.clients.store import parse_duration
+
+    manifests = render(load_values("batch-object-store"))
+    spec = only(manifests, kind, name)["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    command, *args = spec["containers"][0]["args"]
+    flags = {a for a in args if a.startswith("--")}
+    missing = flags - cli_options(command)
+    pending = missing & PENDING_SCORE_OPTIONS if command == "score" else set()
+    assert missing - pending == set()
+    if command == "freshness":
+        assert parse_duration(arg_after(args, "--max-age"), "--max-age") == 30 * 3600
+        assert 0 <= float(arg_after(args, "--min-coverage")) <= 1
+    if pending:
+        pytest.skip(f"tritonkit score has no {sorted(pending)} yet (the score side of issue 17)")
