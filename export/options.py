@@ -130,6 +130,7 @@ class ExportOptions:
             raise UsageError("--preferred-batch-size needs dynamic batching; drop --no-dynamic-batching")
         if self.sample is not None:
             sample = Path(self.sample)
+            object.__setattr__(self, "sample", sample)
             if not sample.is_file():
                 raise UsageError(f"--sample {sample} does not exist")
             if sample.suffix.lower() not in SAMPLE_SUFFIXES:
