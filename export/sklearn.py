@@ -70,10 +70,16 @@ def load_estimator(path: Path):
         estimator = joblib.load(path)
     except Exception as e:  # unpickling raises whatever the pickled classes raise
         raise UsageError(f"{path} could not be loaded with joblib: {type(e).__name__}: {e}") from e
-    if not isinstance(estimator, BaseEstimator):
+    from tritonkit.export.trees import library_of
+
+    if not isinstance(estimator, BaseEstimator) and library_of(estimator) is None:
         raise UsageError(f"{path} holds a {type(estimator).__name__}, not a scikit-learn estimator or Pipeline")
     try:
-        check_is_fitted(estimator)
+        if hasattr(estimator, "is_fitted"):  # CatBoost: not a scikit-learn BaseEstimator
+            if not estimator.is_fitted():
+                raise NotFittedError(describe(estimator))
+        else:
+            check_is_fitted(estimator)
     except NotFittedError as e:
         raise UsageError(f"{path} holds an unfitted {describe(estimator)}: fit it before saving") from e
     return estimator
@@ -82,6 +88,8 @@ def load_estimator(path: Path):
 def feature_count(estimator, given: int | None) -> int:
     """The number of input features: the estimator's `n_features_in_`, else --n-features."""
     known = getattr(estimator, "n_features_in_", None)
+    if not known and getattr(estimator, "feature_names_", None):  # CatBoost loaded from a file says 0
+        known = len(estimator.feature_names_)
     if known is None and given is None:
         raise UsageError(f"{describe(estimator)} does not record how many features it was fitted on; pass --n-features")
     if known is not None and given is not None and int(known) != given:
@@ -111,6 +119,10 @@ def feature_scale(estimator, n: int) -> tuple[np.ndarray, np.ndarray]:
     else:
         trees = [first] if hasattr(first, "tree_") else list(np.ravel(getattr(first, "estimators_", [])))
         splits = [(t.tree_.feature, t.tree_.threshold) for t in trees if hasattr(t, "tree_")]
+        if not splits:
+            from tritonkit.export.trees import split_scale
+
+            centre, spread = split_scale(first, n) or (centre, spread)
         if splits:
             features = np.concatenate([f for f, _ in splits])
             thresholds = np.concatenate([th for _, th in splits])
@@ -226,7 +238,7 @@ def exact_standard_scalers(model, estimator) -> int:
     return replaced
 
 
-def _source_frame(estimator, rows: np.ndarray):
+def matrix_frame(estimator, rows: np.ndarray):
     names = getattr(estimator, "feature_names_in_", None)
     if names is None:
         return rows
@@ -269,6 +281,11 @@ def export_estimator(estimator, options: ExportOptions, n_features: int | None =
     from tritonkit.export.columns import wants_columns
 
     refuse_fp16(options)
+    if options.format == "fil":
+        raise UsageError(
+            "--format fil writes XGBoost and LightGBM models for Triton's FIL backend: "
+            "use `tritonkit export xgboost` or `tritonkit export lightgbm`"
+        )
     if wants_columns(estimator, inputs, options.sample):
         return export_columns(estimator, options)
     return _export_matrix(estimator, options, n_features)
@@ -294,7 +311,7 @@ def _export_matrix(estimator, options: ExportOptions, n_features: int | None) ->
 
     def parity(path: Path) -> list:
         got = run_onnx(path, {input_name: rows}, outputs)
-        labels, proba = predictions(estimator, _source_frame(estimator, rows), classifier)
+        labels, proba = predictions(estimator, matrix_frame(estimator, rows), classifier)
         return compare_predictions(got, outputs, classifier, labels, proba, options)
 
     parameters = {"feature_names": ",".join(map(str, names))} if names is not None else {}

@@ -24,24 +24,29 @@ def register_converters() -> None:
         calculate_linear_regressor_output_shapes,
     )
 
-    options = {"nocl": [True, False], "zipmap": [True, False, "columns"]}
+    classifier = {"nocl": [True, False], "zipmap": [True, False, "columns"]}
     shapes = (calculate_linear_classifier_output_shapes, calculate_linear_regressor_output_shapes)
+    options = (classifier, None)  # a regressor registered with classifier options gets a ZipMap
     if importlib.util.find_spec("xgboost") and importlib.util.find_spec("onnxmltools"):
         import xgboost
 
-        for cls, shape in zip((xgboost.XGBClassifier, xgboost.XGBRegressor), shapes):
-            update_registered_converter(cls, f"XGBoost{cls.__name__}", shape, _convert_xgboost, options=options)
+        for cls, shape, opts in zip((xgboost.XGBClassifier, xgboost.XGBRegressor), shapes, options):
+            update_registered_converter(cls, f"XGBoost{cls.__name__}", shape, _convert_xgboost, options=opts)
     if importlib.util.find_spec("lightgbm") and importlib.util.find_spec("onnxmltools"):
         import lightgbm
         from onnxmltools.convert.lightgbm.operator_converters.LightGbm import convert_lightgbm
 
-        for cls, shape in zip((lightgbm.LGBMClassifier, lightgbm.LGBMRegressor), shapes):
-            update_registered_converter(cls, f"LightGbm{cls.__name__}", shape, convert_lightgbm, options=options)
+        for cls, shape, opts in zip((lightgbm.LGBMClassifier, lightgbm.LGBMRegressor), shapes, options):
+            update_registered_converter(cls, f"LightGbm{cls.__name__}", shape, convert_lightgbm, options=opts)
     if importlib.util.find_spec("catboost"):
         import catboost
 
-        for cls, shape in zip((catboost.CatBoostClassifier, catboost.CatBoostRegressor), shapes):
-            update_registered_converter(cls, f"CatBoost{cls.__name__}", shape, _convert_catboost, options=options)
+        for cls, shape, opts, parser in zip(
+            (catboost.CatBoostClassifier, catboost.CatBoostRegressor), shapes, options, (_parse_catboost, None)
+        ):
+            update_registered_converter(
+                cls, f"CatBoost{cls.__name__}", shape, _convert_catboost, options=opts, parser=parser
+            )
     _registered = True
 
 
@@ -62,6 +67,21 @@ def _convert_xgboost(scope, operator, container):
         container.add_node("Where", [is_zero, nan, source.full_name], [replaced.full_name])
         operator.inputs[0] = replaced
     convert_xgboost(scope, operator, container)
+
+
+def _parse_catboost(scope, model, inputs, custom_parsers=None):
+    """A CatBoost classifier's outputs for skl2onnx: label and probabilities (skl2onnx cannot tell by itself)."""
+    from skl2onnx._parse import _apply_zipmap, _get_sklearn_operator_name
+    from skl2onnx.common.data_types import Int64TensorType, guess_tensor_type
+
+    options = scope.get_options(model, {"zipmap": True})
+    operator = scope.declare_local_operator(_get_sklearn_operator_name(type(model)), model)
+    operator.inputs = inputs
+    operator.outputs.append(scope.declare_local_variable("label", Int64TensorType()))
+    operator.outputs.append(scope.declare_local_variable("probabilities", guess_tensor_type(inputs[0].type)))
+    if options["zipmap"] is False:
+        return operator.outputs
+    return _apply_zipmap(options["zipmap"], scope, model, inputs[0].type, operator.outputs)
 
 
 def _convert_catboost(scope, operator, container):
