@@ -72,7 +72,7 @@ def _probes(base, columns: list[Column]) -> list[Probe]:
     for column in columns:
         if column.dtype != WHOLE:
             frame = head.copy()
-            frame[column.name] = None if column.dtype == TEXT else np.nan
+            frame[column.name] = np.nan
             probes.append(Probe(f"`{column.name}` missing", frame, column.name, missing=True))
         if column.dtype == TEXT:
             frame = head.copy()
@@ -178,7 +178,7 @@ def export_columns(estimator, options: ExportOptions) -> ExportResult:
         checked += f" + {len(sample)} rows of {options.sample.name}"
     probes = _probes(base[0].frame, columns)
     checked += f" + {len(probes) * PROBE_ROWS} rows with one column missing or unseen"
-    model = _convert(estimator, columns, source_frame(base[-1].frame, columns), options)
+    model = _convert(estimator, columns, source_frame(base[0].frame, columns), options)
     finish_graph(model, outputs, classifier, has_proba, describe(estimator), {})
     missing: list[str] = []
 

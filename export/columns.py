@@ -159,14 +159,15 @@ def feeds(frame, columns: list[Column]) -> dict[str, np.ndarray]:
 
 
 def source_frame(frame, columns: list[Column]):
-    """The DataFrame the estimator predicts on: numbers as the graph sees them (FP32), missing text as None."""
+    """The DataFrame the estimator predicts on: numbers as the graph sees them (FP32), missing text as NaN."""
     import pandas as pd
 
     data = {}
     for column in columns:
         values = frame[column.name]
         if column.dtype == TEXT:
-            data[column.name] = pd.Series([None if is_missing(v) else str(v) for v in values], dtype=object)
+            # NaN, as pandas reads a missing text and SimpleImputer(missing_values=np.nan) finds it (not None)
+            data[column.name] = pd.Series([np.nan if is_missing(v) else str(v) for v in values], dtype=object)
         elif column.dtype == WHOLE:
             data[column.name] = values.to_numpy(np.int64)
         else:
