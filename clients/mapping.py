@@ -171,6 +171,18 @@ def _fast(column: pa.Array, tensor: TensorMeta) -> bool:
     )
 
 
+def _is_text(kind: pa.DataType) -> bool:
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind)
+
+
+def _text(column: pa.Array, nulls: np.ndarray) -> np.ndarray:
+    """A text column as BYTES in one Arrow cast; nulls (rejected, or missing values) as empty text."""
+    out = pc.cast(column, pa.binary()).to_numpy(zero_copy_only=False)
+    if nulls.any():
+        out[nulls] = b""
+    return out
+
+
 def _scalar(column: pa.Array, name: str, tensor: TensorMeta, rows: _Rows, json_text: bool = False) -> np.ndarray:
     """One scalar column as a numpy vector of the input's dtype; bad rows rejected, left as 0."""
     dtype = tensor.numpy_dtype
@@ -179,6 +191,8 @@ def _scalar(column: pa.Array, name: str, tensor: TensorMeta, rows: _Rows, json_t
         rows.reject(nulls, lambda i: f"`{name}` is missing (null); input `{tensor.name}` expects {tensor.datatype}")
     if json_text:
         return _python([None if v is None else json.loads(v) for v in column.to_pylist()], name, tensor, rows)
+    if tensor.datatype == "BYTES" and _is_text(column.type):
+        return _text(column, nulls)
     if not _fast(column, tensor):
         return _python(column.to_pylist(), name, tensor, rows)
     text = pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
