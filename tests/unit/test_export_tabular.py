@@ -191,3 +191,12 @@ def test_export_catboost_refuses_categorical_features_when_native_file_has_them(
     model.save_model(str(tmp_path / "cat.cbm"))
     with pytest.raises(UsageError, match="takes no categorical features"):
         export_trees("catboost", tmp_path / "cat.cbm", ExportOptions(tmp_path / "repo", "c"))
+
+
+def test_plan_maps_columns_by_feature_names_when_vector_input_has_none_of_its_own():
+    from tritonkit.clients import mapping
+    from tritonkit.clients.metadata import TensorMeta
+
+    meta = ModelMeta("f", ("1",), "", (TensorMeta("input__0", "FP32", (-1, 2)),), (), 8, feature_names=("a", "b"))
+    [spec] = mapping.plan(meta, ["id", "b", "a"], {})
+    assert spec.columns == ("a", "b")
