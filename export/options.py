@@ -20,9 +20,9 @@ from tritonkit.errors import ExportError, UsageError
 from tritonkit.export.repository import new_version
 from tritonkit.model_config import DynamicBatching, InstanceGroup, ModelConfig, ModelWarmup, QueuePolicy, TensorSpec
 
-FORMATS = ("onnx", "tensorrt")
+FORMATS = ("onnx", "tensorrt", "fil")
 TIMEOUT_ACTIONS = ("reject", "delay")
-KINDS = ("KIND_CPU", "KIND_GPU")
+KINDS = ("KIND_CPU", "KIND_GPU", "KIND_AUTO")
 TABULAR_MAX_BATCH_SIZE = 4096  # rows are small: let the batcher build large batches
 TENSOR_MAX_BATCH_SIZE = 64  # images, sequences: a batch of 4096 would not fit a GPU
 DEFAULT_MAX_QUEUE_DELAY_US = 0  # as churn: queued requests batch anyway; a lone caller waits for nothing
@@ -32,7 +32,9 @@ SAMPLE_SUFFIXES = (".csv", ".parquet", ".pq", ".npz")
 TENSORRT_HELP = (
     "onnx, or tensorrt: the same ONNX file with ONNX Runtime's TensorRT execution accelerator in "
     "config.pbtxt (KIND_GPU; NVIDIA's onnxruntime backend builds the TensorRT engine on the GPU at load). "
-    "No standalone .plan is built: the tensorrt package needs an NVIDIA GPU and is not installed here."
+    "No standalone .plan is built: the tensorrt package needs an NVIDIA GPU and is not installed here. "
+    "fil (xgboost and lightgbm only): the model file and config for Triton's FIL backend (KIND_AUTO: GPU "
+    "where there is one); the embedded server serves it with the library's own predict on CPU."
 )
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
@@ -130,6 +132,7 @@ class ExportOptions:
             raise UsageError("--preferred-batch-size needs dynamic batching; drop --no-dynamic-batching")
         if self.sample is not None:
             sample = Path(self.sample)
+            object.__setattr__(self, "sample", sample)
             if not sample.is_file():
                 raise UsageError(f"--sample {sample} does not exist")
             if sample.suffix.lower() not in SAMPLE_SUFFIXES:
@@ -152,8 +155,8 @@ class ExportOptions:
 
     @property
     def instance_kind(self) -> str:
-        """KIND_GPU for TensorRT, otherwise what --kind says (KIND_CPU by default)."""
-        return self.kind or ("KIND_GPU" if self.format == "tensorrt" else "KIND_CPU")
+        """KIND_GPU for TensorRT, KIND_AUTO for FIL, otherwise what --kind says (KIND_CPU by default)."""
+        return self.kind or {"tensorrt": "KIND_GPU", "fil": "KIND_AUTO"}.get(self.format, "KIND_CPU")
 
     @property
     def fp16_graph(self) -> bool:

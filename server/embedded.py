@@ -1,8 +1,8 @@
 """The embedded Triton Inference Server: the tritonserver binary nvidia-pytriton ships, run as a child process.
 
 No Docker and no GPU are needed. The server gets a backend directory assembled here: Triton's
-Python backend with the stub for the running Python, and the kit's Python-based `onnxruntime`
-backend, so a production model repository loads unchanged.
+Python backend with the stub for the running Python, and the kit's Python-based `onnxruntime` and
+`fil` backends, so a production model repository loads unchanged.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from tritonkit.server.tls_proxy import TlsProxy, server_context
 logger = logging.getLogger(__name__)
 
 ORT_BACKEND = Path(__file__).parent / "backends" / "onnxruntime" / "model.py"
+FIL_BACKEND = Path(__file__).parent / "backends" / "fil" / "model.py"
 REPOSITORIES_ENV = "TRITONKIT_MODEL_REPOSITORIES"  # read by the onnxruntime backend's auto_complete_config
 _LOAD_FAILURE = re.compile(r"failed to load '([^']+)' version \d+: (.*?)\"?$", re.MULTILINE)
 _POLL_FAILURE = re.compile(r"Poll failed for model directory '([^']+)': (.*?)\"?$", re.MULTILINE)
@@ -80,16 +81,16 @@ class TritonInstall:
 
 
 def assemble_backends(install: TritonInstall, dest: Path) -> Path:
-    """Builds the backend directory: `python/` (backend + stub) and the Python-based `onnxruntime/`."""
+    """Builds the backend directory: `python/` (backend + stub) and the Python-based `onnxruntime/` and `fil/`."""
     python_dir = dest / "python"
     python_dir.mkdir(parents=True, exist_ok=True)
     for item in install.python_backend.iterdir():
         if item.is_file():
             shutil.copy2(item, python_dir / item.name)
     shutil.copy2(install.stub(), python_dir / "triton_python_backend_stub")
-    ort_dir = dest / "onnxruntime"
-    ort_dir.mkdir(exist_ok=True)
-    shutil.copy2(ORT_BACKEND, ort_dir / "model.py")
+    for name, source in (("onnxruntime", ORT_BACKEND), ("fil", FIL_BACKEND)):
+        (dest / name).mkdir(exist_ok=True)
+        shutil.copy2(source, dest / name / "model.py")
     return dest
 
 

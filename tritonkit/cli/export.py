@@ -300,6 +300,12 @@ def _report(result, source: str) -> None:
         typer.echo(f"    {parity}")
 
 
+INPUTS_HELP = (
+    "features (one FP32 matrix), columns (one input per DataFrame column, typed FP32/INT64/BYTES) or auto "
+    "(columns when the model picks columns by name or takes text)."
+)
+
+
 @export_app.command("sklearn")
 @export_options
 def export_sklearn_command(
@@ -307,13 +313,44 @@ def export_sklearn_command(
         ..., help="A fitted estimator or Pipeline saved with joblib.dump (unpickled on load: only files you trust)."
     ),
     n_features: int | None = typer.Option(None, help="Input width, for estimators without n_features_in_."),
+    inputs: str = typer.Option("auto", "--inputs", help=INPUTS_HELP),
     options: ExportOptions = None,
 ):
-    """Export a scikit-learn estimator or Pipeline: one FP32 `features` input; label and probabilities
-    (classifiers) or prediction (regressors); parity checked against the estimator."""
+    """Export a scikit-learn estimator or Pipeline: one FP32 `features` input, or one input per DataFrame
+    column; label and probabilities (classifiers) or prediction (regressors); parity checked against it."""
     from tritonkit.export.sklearn import export_sklearn
 
-    _report(export_sklearn(model_file, options, n_features=n_features), "scikit-learn")
+    _report(export_sklearn(model_file, options, n_features=n_features, inputs=inputs), "scikit-learn")
+
+
+def _trees_command(library: str, files: str):
+    @export_options
+    def command(
+        model_file: Path = typer.Argument(
+            ..., help=f"{files}, or a joblib file with its scikit-learn wrapper or a Pipeline ending in one."
+        ),
+        n_features: int | None = typer.Option(None, help="Input width, for models that do not record it."),
+        inputs: str = typer.Option("auto", "--inputs", help=INPUTS_HELP),
+        options: ExportOptions = None,
+    ):
+        from tritonkit.export.trees import export_trees
+
+        _report(export_trees(library, model_file, options, n_features=n_features, inputs=inputs), library)
+
+    command.__doc__ = (
+        f"Export a {library} model as ONNX (label and probabilities, or prediction; parity checked against "
+        f"{library}'s own predict)"
+        + (", or with --format fil for Triton's FIL backend." if library != "catboost" else ".")
+    )
+    return command
+
+
+for _library, _files in (
+    ("xgboost", "An XGBoost model file (.json, .ubj, .model)"),
+    ("lightgbm", "A LightGBM model file (text, .txt)"),
+    ("catboost", "A CatBoost model file (.cbm)"),
+):
+    export_app.command(_library)(_trees_command(_library, _files))
 
 
 @export_app.command("torch")
