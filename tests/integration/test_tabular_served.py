@@ -44,7 +44,7 @@ def models(tmp_path_factory):
         "lgb_pipe": pipeline(lightgbm.LGBMClassifier(n_estimators=10, verbose=-1)).fit(X, y),
         "xgb": xgboost.XGBClassifier(n_estimators=10, max_depth=3).fit(numbers, y),
         "lgb": lightgbm.LGBMClassifier(n_estimators=10, verbose=-1).fit(numbers, y),
-        "cb": catboost.CatBoostClassifier(iterations=10, verbose=0).fit(numbers, y),
+        "cb": catboost.CatBoostClassifier(iterations=10, verbose=0, allow_writing_files=False).fit(numbers, y),
     }
     sample = folder / "sample.parquet"
     data.head(100).to_parquet(sample)

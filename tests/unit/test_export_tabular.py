@@ -45,7 +45,9 @@ def files(tmp_path_factory, data):
     lightgbm.LGBMRegressor(n_estimators=8, verbose=-1).fit(numbers, data["tenure_months"]).booster_.save_model(
         folder / "lgb.txt"
     )
-    catboost.CatBoostClassifier(iterations=8, verbose=0).fit(numbers, y).save_model(str(folder / "cb.cbm"))
+    catboost.CatBoostClassifier(iterations=8, verbose=0, allow_writing_files=False).fit(numbers, y).save_model(
+        str(folder / "cb.cbm")
+    )
     sample = data.head(80).copy()
     sample.loc[0, "contract"] = "unheard-of"
     sample.to_parquet(folder / "sample.parquet")
@@ -186,7 +188,7 @@ def test_export_trees_keeps_repository_when_parity_fails(tmp_path, files, monkey
 
 
 def test_export_catboost_refuses_categorical_features_when_native_file_has_them(tmp_path, data):
-    model = catboost.CatBoostClassifier(iterations=3, verbose=0)
+    model = catboost.CatBoostClassifier(iterations=3, verbose=0, allow_writing_files=False)
     model.fit(data[["tenure_months", "contract"]], data["churned"], cat_features=["contract"])
     model.save_model(str(tmp_path / "cat.cbm"))
     with pytest.raises(UsageError, match="takes no categorical features"):
