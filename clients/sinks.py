@@ -23,6 +23,7 @@ from tritonkit.clients import formats
 from tritonkit.errors import UsageError
 
 REJECT_SCHEMA = pa.schema([("row", pa.int64()), ("id", pa.string()), ("reason", pa.string())])
+DIGEST_KEY = b"tritonkit.input_digest"  # a part's footer: the fingerprint of the input chunk it was scored from
 
 
 def output_format(path: Path, requested: str | None) -> str:
@@ -75,13 +76,19 @@ class PartStore:
             rejects
         ) if rejects.exists() else REJECT_SCHEMA.empty_table()
 
+    def digest(self, chunk: int) -> str | None:
+        """The input fingerprint a finished chunk's part records (None for a part without one)."""
+        with pa.OSFile(str(self._path("chunk", chunk))) as source:
+            value = (pa.ipc.open_file(source).metadata or {}).get(DIGEST_KEY)
+        return value.decode() if value else None
+
     def _path(self, kind: str, chunk: int) -> Path:
         return self.dir / f"{kind}-{chunk:08d}{self.SUFFIX}"
 
-    def write(self, chunk: int, scored: pa.Table, rejects: pa.Table) -> None:
-        """Rejects first, then the scored part: the scored part's presence marks the chunk done."""
+    def write(self, chunk: int, scored: pa.Table, rejects: pa.Table, digest: str = "") -> None:
+        """Rejects first, then the scored part (with the input chunk's `digest`): its presence marks the chunk done."""
         _atomic_ipc(rejects, self._path("rejects", chunk))
-        _atomic_ipc(scored, self._path("chunk", chunk))
+        _atomic_ipc(scored, self._path("chunk", chunk), {DIGEST_KEY: digest.encode()} if digest else None)
 
     def remove(self) -> None:
         shutil.rmtree(self.dir)
@@ -166,8 +173,8 @@ class _Appender:
             self.tmp.unlink(missing_ok=True)
 
 
-def _atomic_ipc(table: pa.Table, path: Path) -> None:
-    with atomic.atomic_file(path) as handle, pa.ipc.new_file(handle, table.schema) as writer:
+def _atomic_ipc(table: pa.Table, path: Path, metadata: dict | None = None) -> None:
+    with atomic.atomic_file(path) as handle, pa.ipc.new_file(handle, table.schema, metadata=metadata) as writer:
         writer.write_table(table)
 
 

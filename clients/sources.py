@@ -39,15 +39,27 @@ def input_format(path: Path) -> str:
     return fmt
 
 
-def input_files(path: Path) -> list[Path]:
-    """The files of an input: the file itself, or a folder's supported files sorted by relative path."""
+def input_files(path: Path, exclude: tuple[Path, ...] = ()) -> list[Path]:
+    """The files of an input: the file itself, or a folder's supported files sorted by relative path.
+
+    Paths under `exclude` (a run's own output, rejects and parts, when they sit inside the input folder)
+    are left out, so a run never reads its own results back as input.
+    """
     path = Path(path)
     if not path.exists():
         raise UsageError(f"input {path} does not exist")
     if path.is_file():
         input_format(path)
         return [path]
-    files = sorted(p for p in path.rglob("*") if p.is_file() and formats.of(p) and not p.name.startswith((".", "_")))
+    skip = [p.absolute() for p in exclude]
+    files = sorted(
+        p
+        for p in path.rglob("*")
+        if p.is_file()
+        and formats.of(p)
+        and not p.name.startswith((".", "_"))
+        and not any(p.absolute() == s or s in p.absolute().parents for s in skip)
+    )
     if not files:
         raise UsageError(f"input folder {path} holds no {', '.join(sorted(formats.SUFFIXES))} files")
     if len({input_format(p) for p in files}) > 1:
@@ -55,9 +67,25 @@ def input_files(path: Path) -> list[Path]:
     return files
 
 
-def fingerprint(files: list[Path]) -> list[dict]:
-    """What identifies an input for resuming: paths, sizes and modification times."""
-    return [{"path": str(p.resolve()), "size": p.stat().st_size, "mtime_ns": p.stat().st_mtime_ns} for p in files]
+def identity(files: list[Path]) -> list[dict]:
+    """The input's files for a resume's manifest: paths and sizes. Their content is checked chunk by chunk
+    (`tritonkit.clients.fingerprint`), so a file touched without a change resumes, and an edit that keeps
+    the size and the modification time does not."""
+    return [{"path": str(p.resolve()), "size": p.stat().st_size} for p in files]
+
+
+def column_types(files: list[Path], column: str) -> list[tuple[str, pa.DataType]]:
+    """(file name, type) of `column` in each Parquet file that has it (from the footers; no data read)."""
+    found = []
+    for p in files:
+        if input_format(p) == "parquet" and not _empty(p):
+            try:
+                schema = pq.ParquetFile(p).schema_arrow
+            except (pa.ArrowInvalid, OSError):
+                continue  # reading says which file is broken
+            if column in schema.names:
+                found.append((p.name, schema.field(column).type))
+    return found
 
 
 def count_rows(files: list[Path]) -> int | None:
@@ -88,11 +116,14 @@ def _parquet_batches(path: Path, columns: list[str] | None) -> Iterator[pa.Recor
         yield from reader.iter_batches(batch_size=65_536, columns=present)  # missing columns become nulls
 
 
-def _csv_batches(path: Path, columns: list[str] | None, string_columns: list[str]) -> Iterator[pa.RecordBatch]:
+def _csv_batches(
+    path: Path, columns: list[str] | None, string_columns: list[str], binary_columns: list[str] = ()
+) -> Iterator[pa.RecordBatch]:
     # Feature columns are read as text and cast by the validator, so one bad value rejects one row
-    # instead of failing the whole block's type conversion.
+    # instead of failing the whole block's type conversion; the id column as bytes, decoded by `ids`.
+    types = {c: pa.binary() for c in binary_columns} | {c: pa.string() for c in string_columns}
     convert = pacsv.ConvertOptions(
-        column_types={c: pa.string() for c in string_columns},
+        column_types=types,
         include_columns=columns,
         include_missing_columns=True,
         strings_can_be_null=True,
@@ -169,11 +200,17 @@ def json_text_field(name: str) -> pa.Field:
 
 
 def _json_text(values: list) -> pa.Array:
-    return pa.array([None if v is None else json.dumps(v) for v in values], pa.string())
+    """Values as JSON text; bytes (a binary column meeting text) as a JSON object that no reader takes for a
+    value, so the row is rejected rather than given a made-up one."""
+    return pa.array([None if v is None else json.dumps(v, default=_no_bytes) for v in values], pa.string())
+
+
+def _no_bytes(value) -> dict:
+    return {"bytes": value.hex()} if isinstance(value, bytes) else {"not JSON": repr(value)}
 
 
 def read_batches(
-    files: list[Path], columns: list[str] | None = None, text_columns: list[str] = ()
+    files: list[Path], columns: list[str] | None = None, text_columns: list[str] = (), byte_columns: list[str] = ()
 ) -> Iterator[pa.RecordBatch]:
     for path in files:
         fmt = input_format(path)
@@ -182,19 +219,27 @@ def read_batches(
         if fmt == "parquet":
             yield from _parquet_batches(path, columns)
         elif fmt == "csv":
-            yield from _csv_batches(path, columns, [c for c in text_columns if columns is None or c in columns])
+            wanted = [c for c in text_columns if columns is None or c in columns]
+            yield from _csv_batches(path, columns, wanted, [c for c in byte_columns if c not in wanted])
         else:
             yield from _jsonl_batches(path, columns)
 
 
 def chunks(
-    files: list[Path], chunk_rows: int, columns: list[str] | None = None, text_columns: list[str] = ()
+    files: list[Path],
+    chunk_rows: int,
+    columns: list[str] | None = None,
+    text_columns: list[str] = (),
+    byte_columns: list[str] = (),
 ) -> Iterator[Chunk]:
-    """Re-slices the file batches into chunks of exactly `chunk_rows` rows (the last may be shorter)."""
+    """Re-slices the file batches into chunks of exactly `chunk_rows` rows (the last may be shorter).
+
+    CSV columns in `text_columns` are read as text, those in `byte_columns` as bytes (ids: decoded later).
+    """
     pending: list[pa.RecordBatch] = []
     held = 0
     index = 0
-    for batch in read_batches(files, columns, text_columns):
+    for batch in read_batches(files, columns, text_columns, byte_columns):
         pending.append(batch)
         held += batch.num_rows
         while held >= chunk_rows:

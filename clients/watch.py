@@ -124,9 +124,10 @@ class Watcher:
             rejects=self.out_dir / f"{path.stem}.rejects.jsonl",
             format=self.fmt,
         )
-        report = score(options)
+        return score(options)
+
+    def _write_report(self, path: Path, report: ScoreReport) -> None:
         atomic.write_text(self.out_dir / f"{path.stem}.report.json", json.dumps(report.to_dict(), indent=2))
-        return report
 
     def run_once(self) -> WatchResult:
         """One pass: scores every ready file; a file that fails is reported and left for the next start."""
@@ -143,6 +144,7 @@ class Watcher:
             result.scored.append(str(path))
             if self.on_file is not None:
                 self.on_file(path, report)
+            self._write_report(path, report)  # after the file's line: a report on disk means the line is out
         return result
 
     def run(self, poll_s: float = 2.0, should_stop: Callable[[], bool] = lambda: False) -> WatchResult:
