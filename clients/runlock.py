@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -92,7 +93,8 @@ def describe(holder: dict) -> str:
         return "holder not recorded yet"
     started = holder.get("started_at")
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)) if started else "at an unknown time"
-    return f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}, started {when}"
+    run = f", run id {holder['run_id']}" if holder.get("run_id") else ""
+    return f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')}, started {when}{run}"
 
 
 def remove_stale_temporaries(folder: Path, names: list[str] | None = None) -> list[Path]:
@@ -117,3 +119,112 @@ def remove_stale_temporaries(folder: Path, names: list[str] | None = None) -> li
         removed.append(path)
         logger.info("removed %s, left by a run that was killed (pid %s)", path, pid)
     return removed
+
+
+class ObjectLock:
+    """The lock's object storage form: a lease object `.<output>.lock` beside the output.
+
+    Object stores have no advisory locks, and the kit does not rely on conditional writes (not every
+    S3-compatible store, nor pyarrow's clients, offer them), so the holder records itself (pid, host,
+    start time, a token) and renews the lease every `HEARTBEAT_S` seconds. A lock is free when there is
+    none, when its heartbeat is older than `LEASE_S` (the holder died: kill -9, a lost node), when its
+    holder was on this host and that pid is gone, or when it belongs to the same run id
+    (`TRITONKIT_RUN_ID`: a retried pod of the same run). A live holder's lock is refused, naming it. Two
+    runs starting within the same instant could both write the lease: each reads it back after writing,
+    and the holder checks it again before committing the output, so one of them stops with a clear
+    error. Even then nothing is corrupted: objects are written whole, and both runs would write the same
+    output.
+    """
+
+    HEARTBEAT_S = 5.0
+    LEASE_S = 30.0
+
+    def __init__(self, output, run_id: str = ""):
+        self.output = output
+        self.where = output.sibling(f".{output.name}.lock")
+        self.run_id = run_id
+        self.token = os.urandom(8).hex()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.started_at = time.time()
+
+    def _holder(self) -> dict:
+        try:
+            return json.loads(self.where.read_bytes())
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def _free(self, holder: dict) -> bool:
+        if not holder or holder.get("token") == self.token:
+            return True
+        if time.time() - holder.get("heartbeat_at", 0) > self.LEASE_S:
+            return True
+        if self.run_id and holder.get("run_id") == self.run_id:
+            return True
+        return holder.get("host") == socket.gethostname() and not _alive(int(holder.get("pid", 0)))
+
+    def _write(self) -> None:
+        now = time.time()
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "started_at": self.started_at}
+        holder |= {"heartbeat_at": now, "run_id": self.run_id, "token": self.token}
+        self.where.write_bytes(json.dumps(holder).encode())
+
+    def acquire(self) -> ObjectLock:
+        holder = self._holder()
+        if not self._free(holder):
+            raise UsageError(
+                f"output {self.output} is in use by another run ({describe(holder)}, last heartbeat "
+                f"{time.time() - holder.get('heartbeat_at', 0):.0f} s ago; a holder silent for {self.LEASE_S:.0f} s "
+                "is taken for dead); one run per output at a time: wait for it, or choose another --output"
+            )
+        self._write()
+        self.check()
+        self._thread = threading.Thread(target=self._renew, name="tritonkit-lease", daemon=True)
+        self._thread.start()
+        return self
+
+    def check(self) -> None:
+        """Raises UsageError when another run has taken the lock (it wrote the lease after this one)."""
+        holder = self._holder()
+        if holder.get("token") != self.token:
+            raise UsageError(
+                f"output {self.output} was taken by another run ({describe(holder)}) while this one ran; "
+                "this run stops without committing its output"
+            )
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.HEARTBEAT_S):
+            try:
+                if self._holder().get("token") != self.token:
+                    return  # lost: `check` says so before the commit
+                self._write()
+            except OSError as e:  # a blip: the next heartbeat tries again
+                logger.warning("could not renew the lock on %s: %s", self.output, e)
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        try:
+            if self._holder().get("token") == self.token:
+                self.where.delete()
+        except OSError as e:
+            logger.warning("could not remove the lock %s: %s (it expires by itself)", self.where, e)
+
+    def __enter__(self) -> ObjectLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

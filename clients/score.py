@@ -17,15 +17,15 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from tritonkit.clients import fingerprint, ids, mapping, sources
+from tritonkit.clients import fingerprint, ids, mapping, sources, storage
+from tritonkit.clients import score_rows as rows
 from tritonkit.clients.bulk import AsyncInferer, bulk_endpoint, infer_rows
 from tritonkit.clients.realtime import TritonClient
 from tritonkit.clients.results import Postprocess, RowResults, assemble
-from tritonkit.clients.runlock import OutputLock, lock_path, remove_stale_temporaries
+from tritonkit.clients.runlock import ObjectLock, OutputLock, remove_stale_temporaries
 from tritonkit.clients.score_options import ENGINES, ScoreOptions, ScoreReport, parse_shard  # noqa: F401 (re-exported)
-from tritonkit.clients.sinks import REJECT_SCHEMA, OrderedOutput, PartStore, output_format
+from tritonkit.clients.sinks import OrderedOutput, PartStore, output_format, staging_dir
 from tritonkit.errors import InputError, OutputError, UsageError
 
 logger = logging.getLogger(__name__)
@@ -53,23 +53,24 @@ class ScoreRun:
         wait_ms = (endpoint.retry.max_total_s or endpoint.timeout_s) * 1000
         with TritonClient(endpoint) as client:
             self.meta = client.metadata(options.model, options.version, timeout_ms=wait_ms)
-        self.rejects = options.rejects or options.output.with_name(options.output.name + ".rejects.jsonl")
-        self.parts = PartStore(options.output)
-        own = (options.output, self.parts.dir, self.rejects, lock_path(options.output))
+        self.out = storage.locate(options.output)
+        self.rejects = storage.locate(options.rejects or self.out.sibling(self.out.name + ".rejects.jsonl"))
+        self.parts = PartStore(self.out)
+        own = (self.out, self.parts.dir, self.rejects, self.out.sibling(f".{self.out.name}.lock"))
         self.files = sources.input_files(options.input, exclude=own)
         self._plan_columns(options)
         self.post = Postprocess.build(
             self.meta, options.threshold, options.segments, options.segment_bounds, options.score_output
         )
         self.batch = min(options.batch_size or self.meta.max_batch_size, self.meta.max_batch_size)
-        self.fmt = output_format(options.output, options.format)
+        self.fmt = output_format(self.out, options.format)
         self.store = None
         if options.store:
             from tritonkit.clients.store import open_store
 
             self.store = open_store(options.store)
         shard = f"{options.shard[0]}/{options.shard[1]}"
-        self.report = ScoreReport(options.model, "", shard=shard, output=str(options.output), rejects=str(self.rejects))
+        self.report = ScoreReport(options.model, "", shard=shard, output=self.out.uri, rejects=self.rejects.uri)
 
     def _plan_columns(self, options: ScoreOptions) -> None:
         """Which columns feed which input, which are read, and how ids are read (`tritonkit.clients.ids`)."""
@@ -181,41 +182,12 @@ class ScoreRun:
             await asyncio.to_thread(self._store_rows, scored)
         return scored, rejects
 
-    def _tables(
-        self, chunk, chunk_ids: pa.Array, results: RowResults, predicted_at: float
-    ) -> tuple[pa.Table, pa.Table]:
-        n = len(results.scored)
-        columns = {self.options.id_column or "row": chunk_ids.take(pa.array(results.scored, pa.int64()))}
-        columns.update(results.output_columns())
-        columns["model_name"] = pa.repeat(self.meta.name, n)
-        columns["model_version"] = pa.array(results.model_versions, pa.string())
-        columns["predicted_at"] = pa.repeat(pa.scalar(int(predicted_at * 1e6), pa.timestamp("us", tz="UTC")), n)
-        rejected = list(results.errors)
-        rejects = pa.table(
-            {
-                "row": pa.array([chunk.first_row + i for i in rejected], pa.int64()),
-                "id": pa.array([_text(chunk_ids[i].as_py()) for i in rejected], pa.string()),
-                "reason": pa.array(list(results.errors.values()), pa.string()),
-            },
-            schema=REJECT_SCHEMA,
-        )
-        return pa.table(columns), rejects
+    def _tables(self, chunk, chunk_ids: pa.Array, results: RowResults, at: float) -> tuple[pa.Table, pa.Table]:
+        return rows.tables(self.meta, self.options.id_column or "row", chunk, chunk_ids, results, at)
 
     def _store_rows(self, scored: pa.Table) -> None:
-        """A chunk's scored rows into the prediction store in one atomic write (before its part marks it done).
-
-        Built from the chunk's output table, so a resumed run writes exactly what the first run did."""
-        from tritonkit.clients.store import Entry
-
-        entities = scored.column(self.options.id_column or "row").to_pylist()
-        versions = scored.column("model_version").to_pylist()
-        at = pc.cast(scored.column("predicted_at"), pa.int64()).to_numpy() / 1e6
-        outputs = {t.name: scored.column(t.name).to_pylist() for t in self.meta.outputs}
-        entries = [
-            Entry(str(entity), self.meta.name, str(versions[i]), {k: v[i] for k, v in outputs.items()}, at[i], "batch")
-            for i, entity in enumerate(entities)
-        ]
-        self.store.put_many(entries)
+        """A chunk's scored rows into the prediction store in one atomic write (before its part marks it done)."""
+        self.store.put_many(rows.store_entries(self.meta, self.options.id_column or "row", scored))
 
     def _ids(self, chunk) -> tuple[pa.Array, dict[int, str]]:
         """The chunk's ids (`--id-column` by the rule in `ids`, else row numbers), and reasons for unusable ones."""
@@ -282,17 +254,27 @@ class ScoreRun:
             await asyncio.to_thread(self.output.write, scored, rejects)
 
     def run(self, progress=None) -> ScoreReport:
-        """Scores under the output's lock (a second run on the same output is refused at once)."""
-        output = self.options.output
-        with OutputLock(output):
-            for folder, names in ((output.parent, [output.name]), (self.rejects.parent, [self.rejects.name])):
-                remove_stale_temporaries(folder, names)
-            remove_stale_temporaries(self.parts.dir)
-            if output.exists() and not self.parts.exists():
-                raise UsageError(f"output {output} already exists; remove it or choose another --output")
-            if output.exists() and self.options.resume:
+        """Scores under the output's lock (a second run on the same output is refused)."""
+        out = self.out
+        if out.local:
+            self.lock = OutputLock(Path(out.path))
+        else:
+            self.lock = ObjectLock(out, self.options.run_id if self.options.run_id_given else "")
+        with self.lock:
+            self._remove_stale_temporaries()
+            if out.exists() and not self.parts.exists():
+                raise UsageError(f"output {out} already exists; remove it or choose another --output")
+            if out.exists() and self.options.resume:
                 return self._finished_earlier()
             return self._run(progress)
+
+    def _remove_stale_temporaries(self) -> None:
+        """Temporary files of killed runs: beside a local output, in its parts, or in the staging folder."""
+        for where in (self.out, self.rejects):
+            folder = Path(where.path).parent if where.local else staging_dir(where)
+            remove_stale_temporaries(folder, [where.name])
+        if self.parts.dir.local:
+            remove_stale_temporaries(Path(self.parts.dir.path))
 
     def _run(self, progress) -> ScoreReport:
         self.parts.start(self.manifest(), self.options.resume)
@@ -303,9 +285,11 @@ class ScoreRun:
             self.report.rows_rejected += rejected
             self.report.rows_resumed += scored + rejected
         start, started_at = time.perf_counter(), time.time()
-        self.output = OrderedOutput(self.options.output, self.rejects, self.fmt)
+        self.output = OrderedOutput(self.out, self.rejects, self.fmt)
         try:
             asyncio.run(self._score(skip, progress))
+            if isinstance(self.lock, ObjectLock):
+                self.lock.check()  # still ours: no other run took the output meanwhile
             self.output.commit()
         except BaseException:
             self.output.abort()
@@ -340,7 +324,7 @@ class ScoreRun:
 
     def _record_run(self, started_at: float) -> None:
         summary = {
-            "run_id": f"{self.options.output.name}-{int(time.time())}",
+            "run_id": f"{self.options.run_id}-{self.out.name}",
             "model": self.meta.name,
             "model_version": self.report.model_version,
             "started_at": started_at,
@@ -351,10 +335,6 @@ class ScoreRun:
         }
         self.store.record_run(self.meta.name, summary)
         self.store.close()
-
-
-def _text(value) -> str | None:
-    return None if value is None else str(value)
 
 
 def score(options: ScoreOptions, progress=None) -> ScoreReport:
@@ -371,7 +351,7 @@ def score(options: ScoreOptions, progress=None) -> ScoreReport:
     try:
         return run.run(progress)
     except OSError as e:  # inference errors arrive as ServerError: what is left is file I/O
-        if e.filename and Path(e.filename).resolve() in {f.resolve() for f in run.files}:
+        if e.filename and storage.locate(e.filename).path in {storage.locate(f).path for f in run.files}:
             raise InputError(
                 f"cannot read {e.filename}: {e.strerror or e}", field="--input", value=str(e.filename)
             ) from e

@@ -3,12 +3,19 @@ and the command line get the same errors) and `ScoreReport`."""
 
 from __future__ import annotations
 
+import os
+import re
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from tritonkit.clients import storage
 from tritonkit.clients.bulk import BULK_TIMEOUT_S
 from tritonkit.clients.endpoint import Endpoint
 from tritonkit.errors import UsageError
+
+RUN_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+STAMP = re.compile(r"(\d{4})(\d{2})(\d{2})T\d{6}Z")
 
 ENGINES = ("local", "spark")
 
@@ -17,9 +24,10 @@ ENGINES = ("local", "spark")
 class ScoreOptions:
     """One `score` run. Cross-option rules are checked here, so Python callers and the CLI get the same errors.
 
-    `input` is a Parquet/CSV/JSON Lines file or folder (Spark: also a URI or `table:NAME`); it may be
-    None only in a `Watcher`'s base options. `endpoint` (or a HOST:PORT alone) defaults to a bulk budget of
-    120 s per request.
+    `input` is a Parquet/CSV/JSON Lines file or folder, local or in object storage (s3://, gs://,
+    abfs://; Spark: also `table:NAME`); it may be None only in a `Watcher`'s base options. `output` (and
+    `rejects`) may hold the template keys {run_id}, {date}, {shard} and {shards} (see `expand`).
+    `endpoint` (or a HOST:PORT alone) defaults to a bulk budget of 120 s per request.
     """
 
     model: str
@@ -34,7 +42,7 @@ class ScoreOptions:
     shard: tuple[int, int] = (0, 1)
     id_column: str | None = None
     maps: list[str] = field(default_factory=list)
-    rejects: Path | None = None
+    rejects: Path | str | None = None
     format: str | None = None
     threshold: float | None = None
     score_output: str | None = None
@@ -44,6 +52,8 @@ class ScoreOptions:
     engine: str = "local"
     spark_master: str | None = None
     spark_partitions: int | None = None
+    run_id: str | None = None  # {run_id}: this value, else TRITONKIT_RUN_ID, else the UTC start time
+    run_id_given: bool = field(default=False, init=False, repr=False)  # by the caller or TRITONKIT_RUN_ID
 
     def __post_init__(self):
         if isinstance(self.endpoint, str):  # a URL alone: gRPC, the bulk budget
@@ -58,18 +68,58 @@ class ScoreOptions:
         index, count = self.shard
         if count < 1 or not 0 <= index < count:
             raise UsageError(f"--shard {index}/{count}: expected 0 <= I < N")
-        if self.engine == "local":
+        if self.engine == "local":  # noqa: SIM102 - one rule per engine
             if self.spark_master or self.spark_partitions:
                 raise UsageError(
                     f"--master {self.spark_master!r} / --partitions {self.spark_partitions!r} apply to "
                     "--engine spark only"
                 )
-            self.output = Path(self.output)
-            self.input = Path(self.input) if self.input is not None else None
+        self._expand_templates()
+        if self.engine == "local":
+            self.output = self.output if storage.is_uri(self.output) else Path(self.output)
+            self.input = self.input if self.input is None or storage.is_uri(self.input) else Path(self.input)
+            if self.rejects is not None and not storage.is_uri(self.rejects):
+                self.rejects = Path(self.rejects)
         else:
+            self.input, self.output = (spark_uri(v) for v in (self.input, self.output))
             from tritonkit.clients.spark_job import check_options
 
             check_options(self)
+
+    def _expand_templates(self) -> None:
+        explicit = self.run_id or os.environ.get("TRITONKIT_RUN_ID")
+        if explicit and not RUN_ID.fullmatch(explicit):
+            raise UsageError(f"run id {explicit!r}: expected letters, digits, '.', '_' and '-' (it becomes a path)")
+        self.run_id = explicit or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        self.run_id_given = bool(explicit)
+        if self.resume and not explicit and "{run_id}" in str(self.output):
+            raise UsageError(
+                f"--resume of --output {self.output}: {{run_id}} must name the run being resumed; set "
+                "TRITONKIT_RUN_ID (or --run-id) to its run id (the first run printed it in its output path)"
+            )
+        self.output = self.expand(self.output)
+        if self.rejects is not None:
+            self.rejects = self.expand(self.rejects)
+
+    def expand(self, text: Path | str) -> Path | str:
+        """`text` with the template keys filled in: {run_id}, {date} (UTC YYYY-MM-DD of the run: from
+        TRITONKIT_RUN_DATE, else from a run id of the form 20261126T134500Z, else today), {shard}, {shards}."""
+        value = str(text)
+        if "{" not in value:
+            return text
+        date = os.environ.get("TRITONKIT_RUN_DATE", "")
+        if not date:
+            stamp = STAMP.fullmatch(self.run_id or "")
+            date = f"{stamp[1]}-{stamp[2]}-{stamp[3]}" if stamp else time.strftime("%Y-%m-%d", time.gmtime())
+        keys = {"run_id": self.run_id, "date": date, "shard": self.shard[0], "shards": self.shard[1]}
+        try:
+            value = value.format(**keys)
+        except (KeyError, IndexError, ValueError) as e:
+            raise UsageError(
+                f"{text}: {e} is not a template key (or a stray brace); the keys are "
+                f"{', '.join('{' + k + '}' for k in keys)}"
+            ) from None
+        return type(text)(value) if isinstance(text, Path) else value
 
 
 @dataclass
@@ -97,6 +147,13 @@ class ScoreReport:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def spark_uri(value):
+    """Spark reads and writes S3 through hadoop-aws's s3a://; gs:// and abfs(s):// go to their connectors as is."""
+    if isinstance(value, str) and value.startswith("s3://"):
+        return "s3a://" + value.removeprefix("s3://")
+    return value
 
 
 def parse_shard(text: str) -> tuple[int, int]:
