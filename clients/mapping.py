@@ -127,6 +127,8 @@ def _from_python(value, tensor: TensorMeta):
             if value.strip().lower() not in _BOOL_TEXT:
                 raise ValueError("not a boolean")
             value = _BOOL_TEXT[value.strip().lower()]
+        elif value.strip().lower() in ("true", "false"):  # one rule for every format: true is 1, false 0
+            value = int(value.strip().lower() == "true")
         elif not (_INT_TEXT if tensor.numpy_dtype.kind in "iu" else _FLOAT_TEXT).fullmatch(value):
             raise ValueError("not finite" if value.strip().lower().lstrip("+-") in _NON_FINITE else "not a number")
         else:

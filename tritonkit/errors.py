@@ -10,13 +10,14 @@
 | 5 | ServerError | Triton answered with an error, or could not be reached |
 | 6 | ExportError | an export failed or its parity check did |
 | 7 | NotFreshError | no fresh prediction: a lookup found none, or the batch output is stale |
-| 8 | RowsRejectedError | a bulk run finished, and some rows went to the rejects file |
+| 8 | RowsRejectedError | a bulk run finished, and some rows went to the rejects file (see below) |
 | 9 | StoreError | the prediction store failed |
 | 10 | OverloadedError | the model's queue turned the request away |
 | 11 | DeadlineExceededError | no answer within the latency budget |
 | 12 | OutputError | results could not be written |
 
 Each class carries its code as `exit_code`; a subclass inherits its parent's unless it says otherwise.
+`score --rejects-exit-code N` gives a RowsRejectedError the code N instead of 8 (0: such a run is done).
 """
 
 from __future__ import annotations
@@ -149,8 +150,10 @@ class RowsRejectedError(TritonKitError):
 
     exit_code = 8
 
-    def __init__(self, rejected: int, read: int, rejects: str):
+    def __init__(self, rejected: int, read: int, rejects: str, exit_code: int | None = None):
         self.rejected, self.read, self.rejects = rejected, read, rejects
+        if exit_code is not None:  # the run's choice (--rejects-exit-code); 8 otherwise
+            self.exit_code = exit_code
         super().__init__(f"{rejected:,} of {read:,} rows were rejected; their reasons are in {rejects}")
 
 
