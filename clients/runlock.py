@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from tritonkit.atomic import TEMPORARY_MARK
-from tritonkit.errors import UsageError
+from tritonkit.errors import OutputInUseError
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def lock_path(output: Path) -> Path:
 
 
 class OutputLock:
-    """`with OutputLock(output):` holds the output for this process, or raises UsageError naming the holder."""
+    """`with OutputLock(output):` holds the output for this process, or raises OutputInUseError naming the holder."""
 
     def __init__(self, output: Path):
         self.output = Path(output)
@@ -46,7 +46,7 @@ class OutputLock:
             except BlockingIOError:
                 holder = _read(fd)
                 os.close(fd)
-                raise UsageError(
+                raise OutputInUseError(
                     f"output {self.output} is in use by another run ({describe(holder)}); "
                     "one run per output at a time: wait for it, or choose another --output"
                 ) from None
@@ -172,7 +172,7 @@ class ObjectLock:
     def acquire(self) -> ObjectLock:
         holder = self._holder()
         if not self._free(holder):
-            raise UsageError(
+            raise OutputInUseError(
                 f"output {self.output} is in use by another run ({describe(holder)}, last heartbeat "
                 f"{time.time() - holder.get('heartbeat_at', 0):.0f} s ago; a holder silent for {self.LEASE_S:.0f} s "
                 "is taken for dead); one run per output at a time: wait for it, or choose another --output"
@@ -184,10 +184,10 @@ class ObjectLock:
         return self
 
     def check(self) -> None:
-        """Raises UsageError when another run has taken the lock (it wrote the lease after this one)."""
+        """Raises OutputInUseError when another run has taken the lock (it wrote the lease after this one)."""
         holder = self._holder()
         if holder.get("token") != self.token:
-            raise UsageError(
+            raise OutputInUseError(
                 f"output {self.output} was taken by another run ({describe(holder)}) while this one ran; "
                 "this run stops without committing its output"
             )

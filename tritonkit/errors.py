@@ -15,6 +15,7 @@
 | 10 | OverloadedError | the model's queue turned the request away |
 | 11 | DeadlineExceededError | no answer within the latency budget |
 | 12 | OutputError | results could not be written |
+| 13 | OutputInUseError | another run holds the output (one run per output at a time): retry later |
 
 Each class carries its code as `exit_code`; a subclass inherits its parent's unless it says otherwise.
 `score --rejects-exit-code N` gives a RowsRejectedError the code N instead of 8 (0: such a run is done).
@@ -137,6 +138,13 @@ class OutputError(TritonKitError):
         self.path, self.reason, self.parts = str(path), reason, str(parts) if parts else None
         kept = f"; finished chunks stay in {self.parts} for --resume" if parts else ""
         super().__init__(f"cannot write {self.path}: {reason}; no final output was left{kept}")
+
+
+class OutputInUseError(TritonKitError):
+    """Another run holds the output: one run per output at a time. Not a usage error: a later try may find it
+    free (a Kubernetes Job retries it; the holder's lock dies with it)."""
+
+    exit_code = 13
 
 
 class NotFreshError(TritonKitError):

@@ -16,7 +16,7 @@ import pytest
 
 from tritonkit.clients.realtime import TritonClient
 from tritonkit.clients.score import ScoreOptions, score
-from tritonkit.errors import UsageError
+from tritonkit.errors import OutputInUseError, UsageError
 from tritonkit.export.churn import FEATURES, synthetic_customers
 
 TRITONKIT = [sys.executable, "-m", "tritonkit.cli"]
@@ -181,7 +181,9 @@ def test_score_refuses_a_second_run_on_the_same_output_naming_the_holder_then_ru
     try:
         assert holder.stdout.readline().strip() == "held"
         options = ScoreOptions(model="churn", input=tmp_path / "in.parquet", output=out, endpoint=server.grpc_url)
-        with pytest.raises(UsageError, match=rf"in use by another run \(pid {holder.pid} on host \S+, started 20"):
+        with pytest.raises(
+            OutputInUseError, match=rf"in use by another run \(pid {holder.pid} on host \S+, started 20"
+        ):
             score(options)
         assert not out.exists() and not out.with_name(out.name + ".parts").exists()
     finally:

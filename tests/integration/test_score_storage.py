@@ -21,7 +21,7 @@ boto3 = pytest.importorskip("boto3")
 from tritonkit.clients import storage
 from tritonkit.clients.runlock import ObjectLock
 from tritonkit.clients.score import ScoreOptions, score
-from tritonkit.errors import UsageError
+from tritonkit.errors import OutputInUseError
 from tritonkit.export.churn import synthetic_customers
 
 TRITONKIT = [sys.executable, "-m", "tritonkit.cli"]
@@ -161,7 +161,7 @@ def test_object_lock_refuses_a_live_holder_and_takes_over_a_dead_or_silent_one(s
     now = time.time()
     live = {"pid": os.getpid(), "host": socket.gethostname(), "started_at": now, "heartbeat_at": now, "token": "x"}
     lock.write_bytes(json.dumps(live).encode())
-    with pytest.raises(UsageError, match=rf"in use by another run \(pid {os.getpid()} on host"):
+    with pytest.raises(OutputInUseError, match=rf"in use by another run \(pid {os.getpid()} on host"):
         ObjectLock(out).acquire()
     for holder in (
         live | {"pid": 2**22 + 7},  # this host, a pid that is gone (kill -9)

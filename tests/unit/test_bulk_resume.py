@@ -11,7 +11,7 @@ import pytest
 
 from tritonkit.clients.fingerprint import digest
 from tritonkit.clients.runlock import OutputLock, remove_stale_temporaries
-from tritonkit.errors import UsageError
+from tritonkit.errors import OutputInUseError
 
 TABLE = pa.table(
     {
@@ -56,13 +56,13 @@ def test_output_lock_refuses_a_second_run_naming_the_holder_and_frees_when_the_h
     )
     try:
         assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(UsageError, match=rf"in use by another run \(pid {holder.pid} on host"):
+        with pytest.raises(OutputInUseError, match=rf"in use by another run \(pid {holder.pid} on host"):
             OutputLock(out).acquire()
     finally:
         holder.kill()
         holder.wait()
     with OutputLock(out):
-        with pytest.raises(UsageError, match=rf"pid {os.getpid()}"):  # one holder, even within a process
+        with pytest.raises(OutputInUseError, match=rf"pid {os.getpid()}"):  # one holder, even within a process
             OutputLock(out).acquire()
     assert list(tmp_path.iterdir()) == [], "the lock file goes with its run"
 

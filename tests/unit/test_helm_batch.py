@@ -31,6 +31,7 @@ from helm_render import (
 from tritonkit.errors import (
     DeadlineExceededError,
     OutputError,
+    OutputInUseError,
     OverloadedError,
     RowsRejectedError,
     ServerError,
@@ -140,12 +141,12 @@ def test_batch_output_keeps_score_placeholders_when_output_has_date() -> None:
 
 @pytest.mark.parametrize("kind", ["Job", "CronJob"])
 def test_job_fails_at_once_on_usage_error_and_retries_server_errors_when_score_exits(kind: str) -> None:
-    """Exit 2 fails the Job at once; 5, 10, 11, 12 are retried; an evicted pod uses up no retry."""
+    """Exit 2 fails the Job at once; 5, 10, 11, 12, 13 are retried; an evicted pod uses up no retry."""
     manifests = render(load_values("batch"))
     spec = only(manifests, "Job")["spec"] if kind == "Job" else cron_job_spec(manifests)
     assert spec["template"]["spec"]["restartPolicy"] == "Never"  # podFailurePolicy requires it
     assert job_action(spec, UsageError.exit_code) == "FailJob"
-    for error in (ServerError, OverloadedError, DeadlineExceededError, OutputError):
+    for error in (ServerError, OverloadedError, DeadlineExceededError, OutputError, OutputInUseError):
         assert job_action(spec, error.exit_code) == "Count", error.__name__
     assert job_action(spec, 137) == "Count"  # OOM-killed: retried
     assert job_action(spec, condition="DisruptionTarget") == "Ignore"
