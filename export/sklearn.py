@@ -312,17 +312,23 @@ def parity(
     return check(results)
 
 
-def export_sklearn(model_path: Path, options: ExportOptions, n_features: int | None = None) -> ExportResult:
-    """Convert, parity-check and write a fitted estimator as the next version of `options.name`."""
-    import onnx
-    from sklearn.base import is_classifier, is_regressor
-
+def _refuse_unsupported(options: ExportOptions) -> None:
+    if options.format == "torchscript":
+        raise UsageError("--format torchscript exports PyTorch models; scikit-learn models export as onnx")
     if options.fp16_graph:
         raise UsageError(
             "--fp16: scikit-learn graphs use ONNX-ML operators (trees, scalers, linear models) that "
             "ONNX Runtime runs in float32 only; export without it (with --format tensorrt, --fp16 "
             "sets TensorRT's precision mode instead)"
         )
+
+
+def export_sklearn(model_path: Path, options: ExportOptions, n_features: int | None = None) -> ExportResult:
+    """Convert, parity-check and write a fitted estimator as the next version of `options.name`."""
+    import onnx
+    from sklearn.base import is_classifier, is_regressor
+
+    _refuse_unsupported(options)
     estimator = load_estimator(model_path)
     n = feature_count(estimator, n_features)
     classifier = is_classifier(estimator)

@@ -40,6 +40,7 @@ from tritonkit.server.tls_proxy import TlsProxy, server_context
 logger = logging.getLogger(__name__)
 
 ORT_BACKEND = Path(__file__).parent / "backends" / "onnxruntime" / "model.py"
+TORCH_BACKEND = Path(__file__).parent / "backends" / "pytorch" / "model.py"
 REPOSITORIES_ENV = "TRITONKIT_MODEL_REPOSITORIES"  # read by the onnxruntime backend's auto_complete_config
 _LOAD_FAILURE = re.compile(r"failed to load '([^']+)' version \d+: (.*?)\"?$", re.MULTILINE)
 _POLL_FAILURE = re.compile(r"Poll failed for model directory '([^']+)': (.*?)\"?$", re.MULTILINE)
@@ -80,7 +81,7 @@ class TritonInstall:
 
 
 def assemble_backends(install: TritonInstall, dest: Path) -> Path:
-    """Builds the backend directory: `python/` (backend + stub) and the Python-based `onnxruntime/`."""
+    """Builds the backend directory: `python/` (backend + stub), the Python-based `onnxruntime/` and `pytorch/`."""
     python_dir = dest / "python"
     python_dir.mkdir(parents=True, exist_ok=True)
     for item in install.python_backend.iterdir():
@@ -90,6 +91,9 @@ def assemble_backends(install: TritonInstall, dest: Path) -> Path:
     ort_dir = dest / "onnxruntime"
     ort_dir.mkdir(exist_ok=True)
     shutil.copy2(ORT_BACKEND, ort_dir / "model.py")
+    torch_dir = dest / "pytorch"
+    torch_dir.mkdir(exist_ok=True)
+    shutil.copy2(TORCH_BACKEND, torch_dir / "model.py")
     return dest
 
 
