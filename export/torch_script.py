@@ -151,8 +151,15 @@ def write(
         loaded = torch.jit.load(str(path), map_location="cpu").eval()
     feeds = {s.name: arrays[s.name].astype(numpy_dtype(s, fp16)) for s in inputs}  # FP16-rounded with --fp16
     expected = [value for _, value in run_torch(source_module, feeds, inputs)]
-    first = _run(loaded, {k: v[:1] for k, v in feeds.items()}, inputs, fp16)
-    rest = _run(loaded, {k: v[1:] for k, v in feeds.items()}, inputs, fp16)
+    try:
+        first = _run(loaded, {k: v[:1] for k, v in feeds.items()}, inputs, fp16)
+        rest = _run(loaded, {k: v[1:] for k, v in feeds.items()}, inputs, fp16)
+    except RuntimeError as e:  # a trace that unrolled a loop over the example's rows, say
+        reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise ExportError(
+            f"the TorchScript of {source.label} fails on batch sizes other than the example's 2 rows ({reason}); "
+            "script the model (torch.jit.script) and export the .pt file"
+        ) from e
     if len(first) != len(expected):
         raise ExportError(f"the saved TorchScript returns {len(first)} tensors; the source returns {len(expected)}")
     atol, rtol = (FP16_ATOL, FP16_RTOL) if fp16 else (ATOL, RTOL)
