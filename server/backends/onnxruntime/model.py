@@ -13,6 +13,7 @@ only numpy, onnxruntime and `triton_python_backend_utils`.
 import glob
 import json
 import os
+import sys
 
 import numpy as np
 import onnxruntime as ort
@@ -53,6 +54,21 @@ _ORT_TO_TRITON = {
     "tensor(string)": "TYPE_STRING",
 }
 _NUMPY_1 = int(np.__version__.split(".")[0]) < 2
+
+
+def _quiet_dlpack_deleter(unraisable, previous=sys.unraisablehook):
+    """The stub marks a numpy capsule it took as "used_dlpack" (the protocol says "used_dltensor"); numpy's
+    capsule deleter then reports "incorrect name" for every output, and frees nothing (the stub does).
+    Measured here: no memory growth over 1,500 responses of 1 MB. Only that report is dropped."""
+    if isinstance(unraisable.exc_value, ValueError) and "PyCapsule_GetPointer called with incorrect name" in str(
+        unraisable.exc_value
+    ):
+        return
+    previous(unraisable)
+
+
+if not _NUMPY_1:
+    sys.unraisablehook = _quiet_dlpack_deleter
 DEFAULT_MAX_BATCH_SIZE = 4  # what Triton's native backend picks when the model can batch
 
 
