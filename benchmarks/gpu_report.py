@@ -73,6 +73,10 @@ def markdown(report: dict) -> str:
             f"| torch {ref['device']} | {_num(ref['single_row_per_s'])} | {ref['p50_ms']:.3f} | "
             f"{ref['p99_ms']:.3f} | {_num(ref['batch_4096_rows_per_s'])} |"
         )
+    gpu_parity = report.get("parity_in_process_gpu")
+    if gpu_parity:
+        verdict = "ok" if gpu_parity["ok"] else "MISMATCH"
+        lines += ["", f"torch on the GPU against torch on the CPU, in process: {verdict} {json.dumps(gpu_parity)}"]
     if report.get("engines"):
         lines += ["", "| client engine (first model) | infer/s | p50 ms | p99 ms | errors |", "|---|---|---|---|---|"]
         for name, run in report["engines"].items():

@@ -61,6 +61,7 @@ def test_markdown_lists_each_model_engine_and_skip_when_report_is_complete(tmp_p
         ],
         "engines": {"aio": {**load, "errors": 0}, "procs": {**load, "infer_per_s": 20000.0, "errors": 0}},
         "engine": "procs",
+        "parity_in_process_gpu": {"ok": True, "probability_max_abs_error": 6e-8},
         "models": {
             "churn_pt": {
                 "config": {
@@ -82,6 +83,7 @@ def test_markdown_lists_each_model_engine_and_skip_when_report_is_complete(tmp_p
     assert "| churn_pt_nobatch | pytorch | 1 x KIND_GPU | off | - |" in text
     assert "| procs (used) | 20,000 |" in text and "ok (max abs 3.0e-08)" in text
     assert "churn_onnx skipped: ONNX export failed: boom" in text
+    assert "torch on the GPU against torch on the CPU, in process: ok" in text
     write_report(tmp_path, report)
     assert json.loads((tmp_path / "gpu.json").read_text())["engine"] == "procs"
     assert (tmp_path / "gpu.md").read_text() == text
