@@ -20,7 +20,7 @@ from tritonkit.errors import ExportError, UsageError
 from tritonkit.export.repository import new_version
 from tritonkit.model_config import DynamicBatching, InstanceGroup, ModelConfig, ModelWarmup, QueuePolicy, TensorSpec
 
-FORMATS = ("onnx", "tensorrt", "fil")
+FORMATS = ("onnx", "tensorrt", "fil", "torchscript")
 TIMEOUT_ACTIONS = ("reject", "delay")
 KINDS = ("KIND_CPU", "KIND_GPU", "KIND_AUTO")
 TABULAR_MAX_BATCH_SIZE = 4096  # rows are small: let the batcher build large batches
@@ -30,11 +30,13 @@ TRT_WORKSPACE_BYTES = 1 << 30
 TRT_CACHE_PATH = "/tmp/tritonkit-trt-cache"
 SAMPLE_SUFFIXES = (".csv", ".parquet", ".pq", ".npz")
 TENSORRT_HELP = (
-    "onnx, or tensorrt: the same ONNX file with ONNX Runtime's TensorRT execution accelerator in "
-    "config.pbtxt (KIND_GPU; NVIDIA's onnxruntime backend builds the TensorRT engine on the GPU at load). "
-    "No standalone .plan is built: the tensorrt package needs an NVIDIA GPU and is not installed here. "
+    "onnx; tensorrt: the same ONNX file with ONNX Runtime's TensorRT execution accelerator in "
+    "config.pbtxt (KIND_GPU; NVIDIA's onnxruntime backend builds the TensorRT engine on the GPU at load; "
+    "no standalone .plan is built: the tensorrt package needs an NVIDIA GPU and is not installed here); "
     "fil (xgboost and lightgbm only): the model file and config for Triton's FIL backend (KIND_AUTO: GPU "
-    "where there is one); the embedded server serves it with the library's own predict on CPU."
+    "where there is one; the embedded server serves it with the library's own predict on CPU); "
+    'torchscript (torch only): <version>/model.pt with backend "pytorch" (NVIDIA\'s LibTorch backend, or '
+    "the kit's Python-based one in `tritonkit serve`), on --kind KIND_GPU or KIND_CPU."
 )
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
@@ -95,6 +97,8 @@ class ExportOptions:
             raise UsageError(f"--format is {self.format!r}; expected one of {', '.join(FORMATS)}")
         if self.kind is not None and self.kind not in KINDS:
             raise UsageError(f"--kind is {self.kind!r}; expected one of {', '.join(KINDS)}")
+        if self.format == "torchscript" and self.opset is not None:
+            raise UsageError("--opset sets the ONNX opset; drop it with --format torchscript")
         if self.format == "tensorrt" and self.kind == "KIND_CPU":
             raise UsageError("--format tensorrt runs on NVIDIA GPUs only; drop --kind KIND_CPU (it implies KIND_GPU)")
         for flag, value, minimum in (
@@ -160,8 +164,8 @@ class ExportOptions:
 
     @property
     def fp16_graph(self) -> bool:
-        """Whether the ONNX graph itself computes in FP16 (TensorRT takes FP32 ONNX and builds FP16 itself)."""
-        return self.fp16 and self.format == "onnx"
+        """Whether the exported graph itself computes in FP16 (TensorRT takes FP32 ONNX and builds FP16 itself)."""
+        return self.fp16 and self.format in ("onnx", "torchscript")
 
     def tolerance(self, expected: np.ndarray, atol: float, rtol: float) -> tuple[float, float]:
         """(atol, rtol) for one output: --atol/--rtol as given, else the defaults, atol scaled to the output.
@@ -194,19 +198,21 @@ class ExportOptions:
             default_queue_policy=self.queue_policy,
         )
         kind = self.instance_kind
+        torchscript = self.format == "torchscript"  # the LibTorch backend's parameter names
+        threads = (
+            ("INTRA_OP_THREAD_COUNT", "INTER_OP_THREAD_COUNT")
+            if torchscript
+            else ("intra_op_thread_count", "inter_op_thread_count")
+        )
         return ModelConfig(
             name=self.name,
-            backend="onnxruntime",
+            backend="pytorch" if torchscript else "onnxruntime",
             max_batch_size=max_batch,
             inputs=inputs,
             outputs=outputs,
             dynamic_batching=batching if self.dynamic_batching else None,
             instance_groups=[InstanceGroup(count=self.instances or (2 if kind == "KIND_CPU" else 1), kind=kind)],
-            parameters={
-                "intra_op_thread_count": str(self.intra_op_threads),
-                "inter_op_thread_count": "1",
-                **(parameters or {}),
-            },
+            parameters={threads[0]: str(self.intra_op_threads), threads[1]: "1", **(parameters or {})},
             model_warmup=self._warmup(inputs, max_batch),
             response_cache=self.response_cache,
             gpu_execution_accelerator=self._tensorrt(inputs, max_batch),

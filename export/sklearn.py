@@ -281,6 +281,8 @@ def export_estimator(estimator, options: ExportOptions, n_features: int | None =
     from tritonkit.export.columns import wants_columns
 
     refuse_fp16(options)
+    if options.format == "torchscript":
+        raise UsageError("--format torchscript exports PyTorch models; scikit-learn models export as onnx")
     if options.format == "fil":
         raise UsageError(
             "--format fil writes XGBoost and LightGBM models for Triton's FIL backend: "

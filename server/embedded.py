@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 ORT_BACKEND = Path(__file__).parent / "backends" / "onnxruntime" / "model.py"
 FIL_BACKEND = Path(__file__).parent / "backends" / "fil" / "model.py"
+TORCH_BACKEND = Path(__file__).parent / "backends" / "pytorch" / "model.py"
 REPOSITORIES_ENV = "TRITONKIT_MODEL_REPOSITORIES"  # read by the onnxruntime backend's auto_complete_config
 _LOAD_FAILURE = re.compile(r"failed to load '([^']+)' version \d+: (.*?)\"?$", re.MULTILINE)
 _POLL_FAILURE = re.compile(r"Poll failed for model directory '([^']+)': (.*?)\"?$", re.MULTILINE)
@@ -81,14 +82,15 @@ class TritonInstall:
 
 
 def assemble_backends(install: TritonInstall, dest: Path) -> Path:
-    """Builds the backend directory: `python/` (backend + stub) and the Python-based `onnxruntime/` and `fil/`."""
+    """Builds the backend directory: `python/` (backend + stub) and the Python-based `onnxruntime/`, `fil/`
+    and `pytorch/`."""
     python_dir = dest / "python"
     python_dir.mkdir(parents=True, exist_ok=True)
     for item in install.python_backend.iterdir():
         if item.is_file():
             shutil.copy2(item, python_dir / item.name)
     shutil.copy2(install.stub(), python_dir / "triton_python_backend_stub")
-    for name, source in (("onnxruntime", ORT_BACKEND), ("fil", FIL_BACKEND)):
+    for name, source in (("onnxruntime", ORT_BACKEND), ("fil", FIL_BACKEND), ("pytorch", TORCH_BACKEND)):
         (dest / name).mkdir(exist_ok=True)
         shutil.copy2(source, dest / name / "model.py")
     return dest

@@ -134,7 +134,9 @@ _SHARED = [
         "intra_op_threads",
         int,
         typer.Option(
-            1, envvar="TRITONKIT_EXPORT_INTRA_OP_THREADS", help="ONNX Runtime threads per instance (0: one per core)."
+            1,
+            envvar="TRITONKIT_EXPORT_INTRA_OP_THREADS",
+            help="ONNX Runtime or torch threads per instance (0: one per core).",
         ),
     ),
     (

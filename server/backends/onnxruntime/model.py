@@ -13,6 +13,7 @@ only numpy, onnxruntime and `triton_python_backend_utils`.
 import glob
 import json
 import os
+import sys
 
 import numpy as np
 import onnxruntime as ort
@@ -52,6 +53,22 @@ _ORT_TO_TRITON = {
     "tensor(bool)": "TYPE_BOOL",
     "tensor(string)": "TYPE_STRING",
 }
+_NUMPY_1 = int(np.__version__.split(".")[0]) < 2
+
+
+def _quiet_dlpack_deleter(unraisable, previous=sys.unraisablehook):
+    """The stub marks a numpy capsule it took as "used_dlpack" (the protocol says "used_dltensor"); numpy's
+    capsule deleter then reports "incorrect name" for every output, and frees nothing (the stub does).
+    Measured here: no memory growth over 1,500 responses of 1 MB. Only that report is dropped."""
+    if isinstance(unraisable.exc_value, ValueError) and "PyCapsule_GetPointer called with incorrect name" in str(
+        unraisable.exc_value
+    ):
+        return
+    previous(unraisable)
+
+
+if not _NUMPY_1:
+    sys.unraisablehook = _quiet_dlpack_deleter
 DEFAULT_MAX_BATCH_SIZE = 4  # what Triton's native backend picks when the model can batch
 
 
@@ -147,7 +164,8 @@ class TritonPythonModel:
             tensor = pb_utils.get_input_tensor_by_name(request, name)
             if tensor is None:
                 raise ValueError(f"model '{self.model_name}': input '{name}' is missing")
-            array = tensor.as_numpy()
+            # as_numpy() reads BOOL wrong when the stub's numpy is 2.x; DLPack is exact there.
+            array = tensor.as_numpy() if _NUMPY_1 or dtype is np.object_ else np.from_dlpack(tensor)
             if dtype is np.object_:
                 array = np.vectorize(lambda b: b.decode("utf-8") if isinstance(b, bytes) else b, otypes=[object])(array)
             elif array.dtype != dtype:
@@ -174,7 +192,9 @@ class TritonPythonModel:
             dtype = self.output_dtypes.get(name)
             if dtype is not None and value.dtype != dtype and dtype is not np.object_:
                 value = value.astype(dtype)
-            tensors.append(pb_utils.Tensor(name, np.ascontiguousarray(value)))
+            value = np.ascontiguousarray(value)
+            # pb_utils.Tensor(name, ndarray) arrives empty when the stub's numpy is 2.x: DLPack there.
+            tensors.append(pb_utils.Tensor(name, value) if value.dtype == np.object_ else _from_dlpack(name, value))
         return pb_utils.InferenceResponse(output_tensors=tensors)
 
     def _run_one(self, arrays):
@@ -213,6 +233,14 @@ class TritonPythonModel:
 
     def finalize(self):
         self.session = None
+
+
+def _from_dlpack(name, value):
+    if _NUMPY_1:  # the stub cannot take numpy 1's DLPack capsules, and Tensor(name, ndarray) is exact there
+        return pb_utils.Tensor(name, value)
+    if not value.flags.writeable:  # numpy refuses to export read-only arrays through DLPack
+        value = value.copy()
+    return pb_utils.Tensor.from_dlpack(name, value)
 
 
 def _error(message):
