@@ -272,7 +272,19 @@ def export_sklearn(
     `inputs`: "features" (one FP32 matrix), "columns" (one input per DataFrame column) or "auto"
     (columns when the estimator picks columns by name or takes text, else features).
     """
+    refuse_format(options)
     return export_estimator(load_estimator(model_path), options, n_features, inputs)
+
+
+def refuse_format(options: ExportOptions) -> None:
+    """UsageError for the formats a scikit-learn model cannot take, before anything is read."""
+    if options.format == "torchscript":
+        raise UsageError("--format torchscript exports PyTorch models; scikit-learn models export as onnx")
+    if options.format == "fil":
+        raise UsageError(
+            "--format fil writes XGBoost and LightGBM models for Triton's FIL backend: "
+            "use `tritonkit export xgboost` or `tritonkit export lightgbm`"
+        )
 
 
 def export_estimator(estimator, options: ExportOptions, n_features: int | None = None, inputs: str = "auto"):
@@ -281,13 +293,7 @@ def export_estimator(estimator, options: ExportOptions, n_features: int | None =
     from tritonkit.export.columns import wants_columns
 
     refuse_fp16(options)
-    if options.format == "torchscript":
-        raise UsageError("--format torchscript exports PyTorch models; scikit-learn models export as onnx")
-    if options.format == "fil":
-        raise UsageError(
-            "--format fil writes XGBoost and LightGBM models for Triton's FIL backend: "
-            "use `tritonkit export xgboost` or `tritonkit export lightgbm`"
-        )
+    refuse_format(options)
     if wants_columns(estimator, inputs, options.sample):
         return export_columns(estimator, options)
     return _export_matrix(estimator, options, n_features)
