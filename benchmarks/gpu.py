@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 CONCURRENCY = 16
 DELAY_US = 200
-MODELS = ("churn_pt", "churn_pt_delay", "churn_pt_x2", "churn_pt_nobatch", "churn_onnx")
+MODELS = ("churn_pt", "churn_pt_delay", "churn_pt_x2", "churn_pt_nobatch", "churn_onnx", "churn_onnx_nobatch")
 QUICK_MODELS = ("churn_pt", "churn_pt_nobatch", "churn_onnx")
 
 
@@ -95,12 +95,19 @@ def prepare(repository: Path, models: tuple[str, ...], kind: str, skipped: dict)
             configs["churn_pt"] = base
         else:
             shutil.rmtree(repository / "churn_pt")
-    if "churn_onnx" in models:
+    if any(m.startswith("churn_onnx") for m in models):
         try:
-            configs["churn_onnx"] = _export(repository, "churn_onnx", "onnx", "KIND_CPU", 2)
+            onnx = _export(repository, "churn_onnx", "onnx", "KIND_CPU", 2)
         except Exception as e:  # noqa: BLE001 - torch.onnx raises many types; reported, the check goes on
             skipped["churn_onnx"] = f"ONNX export failed: {type(e).__name__}: {e}"[:500]
             shutil.rmtree(repository / "churn_onnx", ignore_errors=True)
+            return {name: configs[name] for name in models if name in configs}
+        if "churn_onnx_nobatch" in models:  # the CPU path's dynamic batching on/off, on this machine's cores
+            configs["churn_onnx_nobatch"] = _twin(repository, onnx, "churn_onnx_nobatch", dynamic_batching=None)
+        if "churn_onnx" in models:
+            configs["churn_onnx"] = onnx
+        else:
+            shutil.rmtree(repository / "churn_onnx")
     return {name: configs[name] for name in models if name in configs}
 
 
