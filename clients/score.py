@@ -60,6 +60,7 @@ class ScoreOptions:
     segments: list[str] = field(default_factory=list)  # names, one more than bounds
     segment_bounds: list[float] = field(default_factory=list)
     store: str | None = None  # prediction store URL (sqlite:///..., redis://...): scored rows go there too
+    features: bool = False  # with store: each scored row's model inputs go to the online feature store too
     engine: str = "local"
     spark_master: str | None = None
     spark_partitions: int | None = None
@@ -69,6 +70,8 @@ class ScoreOptions:
             self.endpoint = Endpoint(self.endpoint, timeout_s=BULK_TIMEOUT_S)
         if self.engine not in ENGINES:
             raise UsageError(f"--engine is {self.engine!r}; expected local or spark")
+        if self.features and not self.store:
+            raise UsageError("--features writes the rows' features beside their predictions: it needs --store")
         if self.concurrency < 1 or self.chunk_rows < 1 or (self.batch_size is not None and self.batch_size < 1):
             raise UsageError(
                 f"--concurrency {self.concurrency}, --chunk-rows {self.chunk_rows}, --batch-size {self.batch_size}: "
@@ -204,7 +207,10 @@ class ScoreRun:
         ids = self._ids(chunk)
         scored, rejects = self._tables(chunk, ids, results, predicted_at)
         if self.store is not None and len(results.scored):
-            await asyncio.to_thread(self._store_chunk, ids.take(pa.array(results.scored)), results, predicted_at)
+            features = conversion if self.options.features else None
+            await asyncio.to_thread(
+                self._store_chunk, ids.take(pa.array(results.scored)), results, predicted_at, features
+            )
         await asyncio.to_thread(self.parts.write, chunk.index, scored, rejects)
         self.report.requests += results.requests
         self.report.rows_scored += scored.num_rows
@@ -231,15 +237,19 @@ class ScoreRun:
         )
         return pa.table(columns), rejects
 
-    def _store_chunk(self, ids: pa.Array, results: RowResults, predicted_at: float) -> None:
-        """One chunk's rows into the prediction store in one atomic write (before its part marks it done)."""
+    def _store_chunk(self, ids: pa.Array, results: RowResults, predicted_at: float, features=None) -> None:
+        """One chunk's rows (and, with `features`, their model inputs) into the store in one atomic write
+        (before its part marks it done)."""
         from tritonkit.clients.store import Entry, row_outputs
+        from tritonkit.clients.store_features import scored_features
 
         entries = [
             Entry(str(entity), self.meta.name, str(version), row_outputs(results.outputs, i), predicted_at, "batch")
             for i, (entity, version) in enumerate(zip(ids.to_pylist(), results.model_versions))
         ]
-        self.store.put_many(entries)
+        if features is not None:
+            features = scored_features(self.meta.name, ids.to_pylist(), features, results.scored, predicted_at)
+        self.store.put_many(entries, features)
 
     def _ids(self, chunk) -> pa.Array:
         if self.options.id_column:
