@@ -219,8 +219,10 @@ def _failure_kind(error: ServerError) -> tuple[str, int]:
 
 
 def _without_live(item: Found, status: str, reason: str | None, now: float) -> Outcome:
-    """fallback=none: the stale entry as it is, or nothing (404)."""
+    """fallback=none: the stale entry as it is, or nothing (404; 503 when the store could not say)."""
     entry = item.entry
+    if status == "store_unavailable":
+        return Outcome(item.entity_id, status, 503, detail=reason, retry_after_s=RETRY_AFTER_S)
     if entry is None:
         return Outcome(item.entity_id, status, 404, detail="no stored prediction (fallback none: no live call)")
     return Outcome(

@@ -312,6 +312,23 @@ def test_gateway_serves_openapi_and_docs_when_asked(gateway):
     assert status == 200 and headers["content-type"].startswith("text/html") and "/openapi.json" in page
 
 
+def test_gateway_serves_hits_and_writes_back_when_store_is_sqlite(triton, direct, tmp_path):
+    url = f"sqlite://{tmp_path / 'predictions.db'}"
+    with open_store(url) as sqlite_store:
+        sqlite_store.put_many([entry("sq-hit")], [features("sq-miss")])
+    args = ["-m", "churn", "--store", url, "--url", triton.grpc_url, "--timeout-ms", "5000"]
+    process = GatewayProcess(args, free_port(), tmp_path / "gateway.log").start()
+    try:
+        assert get(process, "churn", "sq-hit")[2]["status"] == "hit"
+        status, _, body = get(process, "churn", "sq-miss")
+        assert status == 200 and body["status"] == "miss" and body["outputs"] == live_outputs(direct, RECORD)
+        with open_store(url) as sqlite_store:
+            written = wait_for(lambda: sqlite_store.get("churn", "sq-miss"))
+        assert written.source == "realtime" and written.outputs == body["outputs"]
+    finally:
+        process.stop()
+
+
 # --- budgets and degradation ---------------------------------------------------------------------------
 
 
