@@ -129,13 +129,20 @@ def run(url: str, requests: list[bytes], clients: int = 16, seconds: float = 5.0
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m tritonkit.benchmarks.http_load", description=__doc__.splitlines()[0])
     p.add_argument("--url", required=True, help="http://HOST:PORT")
-    p.add_argument("--path", action="append", required=True, help="path to GET (repeatable: cycled through)")
+    p.add_argument("--path", action="append", default=[], help="path to GET (repeatable: cycled through)")
+    p.add_argument("--paths-file", help="a file of paths to GET, one per line (cycled through)")
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--warmup-s", type=float, default=1.0)
     args = p.parse_args(argv)
+    paths = list(args.path)
+    if args.paths_file:
+        with open(args.paths_file, encoding="utf-8") as handle:
+            paths += [line.strip() for line in handle if line.strip()]
+    if not paths:
+        p.error("give --path or --paths-file")
     host = urlsplit(args.url).netloc
-    result = run(args.url, [request_bytes(host, path) for path in args.path], args.clients, args.seconds, args.warmup_s)
+    result = run(args.url, [request_bytes(host, path) for path in paths], args.clients, args.seconds, args.warmup_s)
     print(json.dumps(result.summary()))
 
 

@@ -75,7 +75,7 @@ class AsyncRedisStore:
     def __init__(self, url: str, ttl_s: dict, features_ttl_s: float, max_connections: int = DEFAULT_MAX_CONNECTIONS):
         import redis.asyncio as aredis
 
-        from tritonkit.clients.store_redis import CONNECT_TIMEOUT_S, LOOKUP_SCRIPT, SOCKET_TIMEOUT_S
+        from tritonkit.clients.store_redis import CONNECT_TIMEOUT_S, LOOKUP_SCRIPT
 
         self.url, self.ttl_s, self.features_ttl_s = redact(url), dict(ttl_s), float(features_ttl_s)
         try:
@@ -84,7 +84,7 @@ class AsyncRedisStore:
                 max_connections=max_connections,
                 timeout=POOL_WAIT_S,
                 socket_connect_timeout=CONNECT_TIMEOUT_S,
-                socket_timeout=SOCKET_TIMEOUT_S,
+                socket_timeout=None,  # every call is bounded by `bounded` instead: redis-py's own costs a task per send
             )
         except ValueError as e:
             raise StoreError(f"store URL {self.url!r} is not a valid Redis URL: {e}", url=self.url) from e

@@ -8,6 +8,7 @@ Redis stopped (and restarted), Triton stopped.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from datetime import datetime
@@ -43,6 +44,7 @@ RECORD = {
 }
 ZONE = "America/New_York"
 PLACEHOLDER = {"probability": -1.0, "label": -1, "risk_segment": -1}
+SERVED_VERSION = "1"
 SERVED_AFTER_BUMP = "2"  # the churn version Triton serves once the version test has added it (tests below it)
 
 
@@ -327,6 +329,33 @@ def test_gateway_serves_hits_and_writes_back_when_store_is_sqlite(triton, direct
         assert written.source == "realtime" and written.outputs == body["outputs"]
     finally:
         process.stop()
+
+
+def test_gateway_locust_user_sends_hits_and_misses_at_its_ratio(gateway, store, tmp_path):
+    import csv
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    ids = {"hit": [f"lh{i}" for i in range(20)], "miss": [f"lm{i}" for i in range(20)]}
+    store.put_many([entry(e, version=SERVED_VERSION) for e in ids["hit"]], [features(e) for e in ids["miss"]])
+    files = {}
+    for kind, values in ids.items():
+        files[kind] = tmp_path / f"{kind}.txt"
+        files[kind].write_text("\n".join(values))
+    locustfile = Path(__file__).resolve().parents[2] / "benchmarks" / "gateway_locust.py"
+    command = [sys.executable, "-m", "locust", "-f", str(locustfile), "--headless", "-u", "2", "-r", "2", "-t", "6s"]
+    command += ["--host", f"http://127.0.0.1:{gateway.port}", "--csv", str(tmp_path / "run"), "--only-summary"]
+    env = {**os.environ, "TRITONKIT_HIT_RATIO": "0.5", "TRITONKIT_HIT_IDS": str(files["hit"])}
+    env["TRITONKIT_MISS_IDS"] = str(files["miss"])
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with open(tmp_path / "run_stats.csv") as handle:
+        rows = {row["Name"]: row for row in csv.DictReader(handle)}
+    assert {"churn hit", "churn miss"} <= set(rows), (rows.keys(), done.stderr[-1000:])
+    hits, misses = int(rows["churn hit"]["Request Count"]), int(rows["churn miss"]["Request Count"])
+    assert hits > 0 and abs(hits - misses) <= 2  # exact mix: one each in turn, per user
+    assert rows["Aggregated"]["Failure Count"] == "0"
 
 
 # --- budgets and degradation ---------------------------------------------------------------------------
