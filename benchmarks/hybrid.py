@@ -170,6 +170,7 @@ def measure(service: Service, paths: list[str], clients: int, seconds: float, fo
     result = json.loads(done.stdout.strip().splitlines()[-1])
     served = result["requests_per_s"] * (result["wall_s"] + min(1.0, seconds / 3))  # the warm-up's requests too
     result["server_cpu_us_per_request"] = (service.cpu_s() - cpu0) / served * 1e6 if served else None
+    result["load_average_1m"] = round(os.getloadavg()[0], 2)  # a shared machine: what else was running
     if before is not None:
         after = _lookups(service)
         delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}

@@ -20,6 +20,7 @@ COLUMNS = [
     "server CPU µs/request",
     "non-200",
     "USD per million requests",
+    "load (1 min)",
 ]
 
 
@@ -89,6 +90,7 @@ def table_rows(summary: dict) -> list[list[str]]:
                 fmt(p.get("server_cpu_us_per_request"), 0),
                 str(bad),
                 fmt(usd, 4),
+                fmt(p.get("load_average_1m")),
             ]
         )
     return rows

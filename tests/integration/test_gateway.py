@@ -129,9 +129,18 @@ def test_gateway_returns_stored_entry_as_hit_when_fresh(gateway, store):
 
 def test_gateway_scores_live_with_stored_features_and_writes_back_when_missing(gateway, store, direct):
     store.put_features([features("miss-1")])
+    before = metrics(gateway.port)
     status, _, body = get(gateway, "churn", "miss-1")
+    after = metrics(gateway.port)
     assert status == 200 and body["status"] == "miss" and body["source"] == "live"
     assert body["outputs"] == live_outputs(direct, RECORD)
+    for name, labels in (
+        ("tritonkit_gateway_store_seconds_count", {"op": "read"}),
+        ("tritonkit_gateway_live_call_seconds_count", {"model": "churn"}),
+    ):
+        assert (
+            value(after, name, **labels) - value(before, name, **labels) == 1
+        )  # one store round trip, one Triton call
     written = wait_for(lambda: store.get("churn", "miss-1"))
     assert written.source == "realtime" and written.outputs == body["outputs"]
     again = get(gateway, "churn", "miss-1")[2]
@@ -305,6 +314,17 @@ def test_gateway_metrics_count_each_lookup_by_status_when_requests_sent(gateway,
     assert value(after, "tritonkit_batch_rows_scored", model="churn") == 97
     assert 0 <= value(after, "tritonkit_batch_last_run_age_seconds", model="churn") < 60
     assert value(after, "tritonkit_gateway_store_up") == 1
+
+
+def test_gateway_command_exits_2_naming_input_when_declaration_does_not_fit_the_model(triton, tmp_path):
+    from tritonkit.cli import app
+
+    declarations = tmp_path / "request-features.yaml"
+    declarations.write_text("churn:\n  features:\n    hour: hour_of_day\n")
+    args = ["gateway", "-m", "churn", "--store", f"sqlite://{tmp_path / 'p.db'}", "--url", triton.grpc_url]
+    result = CliRunner().invoke(app, [*args, "--request-features", str(declarations), "--port", str(free_port())])
+    assert result.exit_code == 2
+    assert "`hour` is not an input of model `churn`" in result.output
 
 
 def test_gateway_serves_openapi_and_docs_when_asked(gateway):
