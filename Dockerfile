@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1
-# The tritonkit image: the `tritonkit` CLI, run by the Helm chart's batch jobs (`tritonkit score ...`).
+# The tritonkit image: the `tritonkit` CLI, run by the Helm chart's batch jobs (`tritonkit score ...`) and its
+# gateway (`tritonkit gateway ...`, hence the gateway extra).
 # Triton itself runs from NVIDIA's image (helm/tritonkit/values.yaml: image.*); this one is a client.
 #
 #   docker build -t tritonkit:0.1.0 .
@@ -17,7 +18,7 @@ RUN python -m venv /opt/tritonkit \
     && pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 WORKDIR /src
 COPY . .
-RUN pip install . \
+RUN pip install ".[gateway]" \
     && python -c "import torch; assert torch.__version__.startswith('2.13.0') and torch.version.cuda is None, torch.__version__" \
     && tritonkit --help > /dev/null
 

@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,spark,trees]'
+	$(BIN)/pip install --quiet -e '.[dev,spark,trees,gateway]'
 	touch $(STAMP)
 
 install: $(STAMP)

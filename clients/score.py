@@ -164,7 +164,8 @@ class ScoreRun:
         results = assemble(self.meta, self.post, valid, reasons, inferred)
         scored, rejects = self._tables(chunk, prepared.ids, results, time.time())
         if self.store is not None and scored.num_rows:
-            await asyncio.to_thread(self._store_rows, scored)
+            features = self._features(scored, prepared.conversion, results) if self.options.features else None
+            await asyncio.to_thread(self._store_rows, scored, features)
         if chunk.index >= 0:
             await asyncio.to_thread(self.parts.write, chunk.index, scored, rejects, prepared.digest)
         self.report.requests += results.requests
@@ -185,9 +186,17 @@ class ScoreRun:
     def _tables(self, chunk, chunk_ids: pa.Array, results: RowResults, at: float) -> tuple[pa.Table, pa.Table]:
         return rows.tables(self.meta, self.options.id_column or "row", chunk, chunk_ids, results, at)
 
-    def _store_rows(self, scored: pa.Table) -> None:
-        """A chunk's scored rows into the prediction store in one atomic write (before its part marks it done)."""
-        self.store.put_many(rows.store_entries(self.meta, self.options.id_column or "row", scored))
+    def _store_rows(self, scored: pa.Table, features=None) -> None:
+        """A chunk's scored rows (and, with `features`, their model inputs) into the prediction store in one
+        atomic write, before its part marks it done."""
+        self.store.put_many(rows.store_entries(self.meta, self.options.id_column or "row", scored), features)
+
+    def _features(self, scored: pa.Table, conversion: tuple, results: RowResults) -> list:
+        """The scored rows' model inputs as sent to Triton, for the online feature store (`--features`)."""
+        from tritonkit.clients.store_features import scored_features
+
+        entity_ids = scored.column(self.options.id_column or "row").to_pylist()
+        return scored_features(self.meta.name, entity_ids, conversion, results.scored, time.time())
 
     def _ids(self, chunk) -> tuple[pa.Array, dict[int, str]]:
         """The chunk's ids (`--id-column` by the rule in `ids`, else row numbers), and reasons for unusable ones."""

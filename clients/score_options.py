@@ -49,6 +49,7 @@ class ScoreOptions:
     segments: list[str] = field(default_factory=list)  # names, one more than bounds
     segment_bounds: list[float] = field(default_factory=list)
     store: str | None = None  # prediction store URL (sqlite:///..., redis://...): scored rows go there too
+    features: bool = False  # with store: each scored row's model inputs go to the online feature store too
     engine: str = "local"
     spark_master: str | None = None
     spark_partitions: int | None = None
@@ -60,6 +61,8 @@ class ScoreOptions:
             self.endpoint = Endpoint(self.endpoint, timeout_s=BULK_TIMEOUT_S)
         if self.engine not in ENGINES:
             raise UsageError(f"--engine is {self.engine!r}; expected local or spark")
+        if self.features and not self.store:
+            raise UsageError("--features writes the rows' features beside their predictions: it needs --store")
         if self.concurrency < 1 or self.chunk_rows < 1 or (self.batch_size is not None and self.batch_size < 1):
             raise UsageError(
                 f"--concurrency {self.concurrency}, --chunk-rows {self.chunk_rows}, --batch-size {self.batch_size}: "

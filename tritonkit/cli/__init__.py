@@ -16,7 +16,7 @@ from rich.console import Console
 from typer._click import ClickException  # typer vendors click
 from typer.core import TyperGroup
 
-from tritonkit.cli import bench, export, hybrid, plan, predict, score, serve
+from tritonkit.cli import bench, export, gateway, hybrid, plan, predict, score, serve
 from tritonkit.errors import NotFreshError, RowsRejectedError, TritonKitError, exit_code_for
 
 ENV_PREFIX = "TRITONKIT"
@@ -50,6 +50,8 @@ app.command("models")(predict.models)
 app.command("score")(score.score)
 app.command("lookup")(hybrid.lookup)
 app.command("freshness")(hybrid.freshness)
+app.command("gateway")(gateway.gateway)
+app.add_typer(gateway.features_app, name="features")
 app.command("bench")(bench.bench)
 app.command("plan")(plan.plan)
 

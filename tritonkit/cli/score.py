@@ -66,6 +66,7 @@ def score(
     store: str | None = typer.Option(
         None, envvar="TRITONKIT_STORE", help="Also write scored rows to this prediction store (sqlite:///, redis://)."
     ),
+    features: bool = typer.Option(False, help="With --store: also write each row's model inputs to the feature store."),
     progress: bool = typer.Option(True, help="Progress bar on a terminal."),
     engine: str = typer.Option("local", envvar="TRITONKIT_ENGINE", help="local (this process) or spark (a Spark job)."),
     master: str | None = typer.Option(
@@ -105,6 +106,7 @@ def score(
         segments=names(segments),
         segment_bounds=floats("--segment-bounds", segment_bounds),
         store=store,
+        features=features,
         engine=engine,
         spark_master=master,
         spark_partitions=partitions,
