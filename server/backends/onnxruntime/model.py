@@ -8,11 +8,19 @@ fit the model gets its own error response and the others in its batch are still 
 
 This file runs inside Triton's Python backend stub, not inside the tritonkit package: it imports
 only numpy, onnxruntime and `triton_python_backend_utils`.
+
+BYTES inputs: the stub turns each one into a numpy array of bytes objects as the request arrives, by
+calling `triton_python_backend_utils.deserialize_bytes_tensor`, a loop that formats a struct format
+string per element (0.1 s of CPU per 50,000 rows of three text columns here, more than onnxruntime's
+whole preprocessing graph on them). This stub replaces it with `deserialize_bytes_tensor` below: the
+same result (a 1-D object array of bytes, in order) at about a third of the cost. NVIDIA's container
+runs its native onnxruntime backend, which never calls it.
 """
 
 import glob
 import json
 import os
+import struct
 
 import numpy as np
 import onnxruntime as ort
@@ -53,6 +61,26 @@ _ORT_TO_TRITON = {
     "tensor(string)": "TYPE_STRING",
 }
 DEFAULT_MAX_BATCH_SIZE = 4  # what Triton's native backend picks when the model can batch
+_LENGTH = struct.Struct("<I").unpack_from
+
+
+def deserialize_bytes_tensor(encoded):
+    """Triton's serialized BYTES tensor (4-byte little-endian length, then the bytes, per element) as a
+    1-D numpy object array of bytes: what `triton_python_backend_utils.deserialize_bytes_tensor` returns."""
+    data = encoded.tobytes() if hasattr(encoded, "tobytes") else bytes(encoded)
+    values, offset, end = [], 0, len(data)
+    append = values.append
+    while offset < end:
+        (length,) = _LENGTH(data, offset)
+        offset += 4
+        append(data[offset : offset + length])
+        offset += length
+    array = np.empty(len(values), dtype=np.object_)
+    array[:] = values
+    return array
+
+
+pb_utils.deserialize_bytes_tensor = deserialize_bytes_tensor  # the stub looks it up for every BYTES input
 
 
 def _find_model_file(model_name, config):
