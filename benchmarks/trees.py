@@ -314,7 +314,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--trees", type=int, default=300)
     parser.add_argument("--repeat", type=int, default=3, help="rounds of runs (reference, then each form)")
-    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=4, help="requests in flight (score's default)")
     parser.add_argument(
         "--formats", default="onnx,fil,trees", help="forms to serve: onnx, fil (the ensemble), trees (FIL alone)"
     )
