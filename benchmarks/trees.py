@@ -19,7 +19,9 @@ reference run, "pairs" the median of each run over the reference run just before
 machine's load moves both alike). The scored probabilities are compared with the library's on every
 row. Where the time goes: CPU seconds of the reference (this process), of `score`'s client (this
 process during the run) and of Triton and each model's Python backend stubs (the server's process
-tree), and Triton's own statistics per model (per execution: queue, input, infer, output).
+tree), and Triton's own statistics per model (per execution: queue, input, infer, output). "CPU
+ratio" (the reference's CPU seconds over score's) is what the ratio would be if both got the same
+share of the cores: the figure the machine's load moves least.
 
     python -m tritonkit.benchmarks.trees --rows 200000 --repeat 3
 """
@@ -228,6 +230,8 @@ def _summary(runs: list[dict], references: list[dict], expected: np.ndarray, out
     pairs = [run["rows_per_s"] / ref["rows_per_s"] for run, ref in zip(runs, references)]
     best["pair_ratios"] = [round(p, 3) for p in pairs]
     best["median_pair_ratio"] = round(float(np.median(pairs)), 3)
+    served = [run["client_cpu_s"] + sum(run["triton_cpu_s"].values()) for run in runs]
+    best["cpu_ratio"] = round(float(np.median([r["cpu_s"] for r in references]) / np.median(served)), 3)
     best["max_abs_error"] = float(np.abs(scored - expected).max())
     return best
 
@@ -280,19 +284,21 @@ def measure(model, frame, args) -> dict:
 def report(result: dict) -> None:
     print(f"load average {result['load_average_before']} before, {result['load_average_after']} after")
     print("score = read Parquet + validate + send + write Parquet, end to end; CPU s = user + system")
-    print("rows/s, ratio, CPU s: the best run of each; pairs: each run over the reference run just before it")
-    header = ["rows/s", "ratio", "pairs", "CPU s client", "CPU s Triton", "max abs error"]
-    print(f"{'form':<14}" + "".join(f"{h:>{w}}" for h, w in zip(header, (10, 8, 8, 14, 14, 15))))
+    print("rows/s, ratio, CPU s: the best run of each; pairs: median of each run over the reference run just")
+    print("before it; CPU ratio: the reference's CPU seconds over score's (client + Triton), medians over runs")
+    header = ["rows/s", "ratio", "pairs", "CPU s client", "CPU s Triton", "CPU ratio", "max abs error"]
+    print(f"{'form':<14}" + "".join(f"{h:>{w}}" for h, w in zip(header, (10, 8, 8, 14, 14, 11, 15))))
     for form in ["xgboost", "onnx", "fil", "xgboost_trees", "trees"]:
         r = result.get(form)
         if r is None:
             continue
         if "ratio" not in r:  # a reference
-            print(f"{form:<14}{r['rows_per_s']:>10,.0f}{1:>8.3f}{'-':>8}{r['cpu_s']:>14.2f}{'-':>14}{'-':>15}")
+            print(f"{form:<14}{r['rows_per_s']:>10,.0f}{1:>8.3f}{'-':>8}{r['cpu_s']:>14.2f}{'-':>14}{'-':>11}{'-':>15}")
             continue
         print(
             f"{form:<14}{r['rows_per_s']:>10,.0f}{r['ratio']:>8.3f}{r['median_pair_ratio']:>8.3f}"
-            f"{r['client_cpu_s']:>14.2f}{sum(r['triton_cpu_s'].values()):>14.2f}{r['max_abs_error']:>15.2g}"
+            f"{r['client_cpu_s']:>14.2f}{sum(r['triton_cpu_s'].values()):>14.2f}{r['cpu_ratio']:>11.3f}"
+            f"{r['max_abs_error']:>15.2g}"
         )
     print(f"per execution (Triton statistics), ms: {'queue':>7}{'input':>7}{'infer':>8}{'output':>7}  CPU s  rows")
     for form in MODELS:
