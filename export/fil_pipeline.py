@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -174,8 +175,8 @@ class _Plan:
 
     checked: str
     sample_frame: object  # rows the preprocessing transforms to tell a sparse output
-    parity: object  # (estimator, run, missing: list) -> parity results
-    convert: object  # () -> the preprocessing ONNX model
+    parity: Callable  # (estimator, run, missing: list) -> parity results; adds the inputs that take missing values
+    convert: Callable  # () -> the preprocessing ONNX model
 
 
 def _plan(estimator, parts: _Parts, options: ExportOptions, inputs: str) -> _Plan:

@@ -141,6 +141,23 @@ def test_export_fil_turns_zeros_into_missing_values_when_xgboost_was_fitted_on_a
     np.testing.assert_allclose(raw, expected, atol=1e-5)
 
 
+def test_export_fil_takes_one_features_matrix_when_pipeline_was_fitted_on_an_array(tmp_path, data):
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    numbers = data[["tenure_months", "support_calls"]].to_numpy(np.float32)
+    model = make_pipeline(StandardScaler(), xgboost.XGBRegressor(n_estimators=8, max_depth=3))
+    joblib.dump(model.fit(numbers, data["monthly_charges"].fillna(0)), tmp_path / "m.joblib")
+    result = export_trees("xgboost", tmp_path / "m.joblib", ExportOptions(tmp_path / "repo", "m", format="fil"))
+    assert [(t.name, t.dims) for t in result.config.inputs] == [("features", (2,))]
+    assert result.parts == ("m_preprocess", "m_trees") and all(r.ok for r in result.parity)
+    [scaled] = ort.InferenceSession(str(tmp_path / "repo" / "m_preprocess" / "1" / "model.onnx")).run(
+        None, {"features": numbers[:20]}
+    )
+    raw = xgboost.Booster(model_file=str(tmp_path / "repo" / "m_trees" / "1" / "xgboost.json")).inplace_predict(scaled)
+    np.testing.assert_allclose(raw, model.predict(numbers[:20]), rtol=1e-5)
+
+
 def test_export_fil_leaves_repository_as_it_was_when_ensemble_parity_fails(tmp_path, files, monkeypatch):
     export_trees("xgboost", files / "xgb.joblib", ExportOptions(tmp_path / "repo", "churn", format="fil"))
     before = _snapshot(tmp_path / "repo")
