@@ -100,7 +100,8 @@ def _mark_sparse_xgboost(copied, sample) -> None:
         setattr(copied.steps[-1][1], ZERO_IS_MISSING, True)
 
 
-def _convert(estimator, columns: list[Column], sample, options: ExportOptions):
+def convert_columns(estimator, columns: list[Column], sample, options: ExportOptions):
+    """The estimator (or a Pipeline's preprocessing) as ONNX with one input per column; INT64 inputs cast."""
     from onnx import TensorProto
     from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 
@@ -126,8 +127,11 @@ def _accepted(estimator, probe: Probe, columns, classifier):
         return None
 
 
-def _parity(estimator, path, base: list[Probe], probes: list[Probe], columns, outputs, classifier, options):
-    """Parity results over the base rows and the accepted probes; the columns that take missing values."""
+def parity_over_probes(estimator, run, base: list[Probe], probes: list[Probe], columns, outputs, classifier, options):
+    """Parity results over the base rows and the accepted probes; the columns that take missing values.
+
+    `run(feeds)` gives the served form's outputs by name for one input array per column.
+    """
     import pandas as pd
 
     kept, missing_ok = list(base), []
@@ -136,7 +140,7 @@ def _parity(estimator, path, base: list[Probe], probes: list[Probe], columns, ou
         if expected is None:
             continue
         try:
-            got = run_onnx(path, feeds(probe.frame, columns), outputs)
+            got = run(feeds(probe.frame, columns))
             ok = all(r.ok for r in compare_predictions(got, outputs, classifier, *expected, options))
         except Exception as e:
             raise ExportError(f"the exported graph fails on rows with {probe.label}: {e}") from e
@@ -156,19 +160,39 @@ def _parity(estimator, path, base: list[Probe], probes: list[Probe], columns, ou
         expected = _predict(estimator, frame, columns, classifier)
     except Exception as e:
         raise UsageError(f"the model refuses the --sample rows: {type(e).__name__}: {e}") from e
-    got = run_onnx(path, feeds(frame, columns), outputs)
+    got = run(feeds(frame, columns))
     return check(compare_predictions(got, outputs, classifier, *expected, options)), missing_ok
 
 
-def export_columns(estimator, options: ExportOptions) -> ExportResult:
-    """Convert, parity-check and write a DataFrame model with one input per column."""
-    from tritonkit.export.sklearn import describe, kind_of
+@dataclass(frozen=True)
+class ColumnPlan:
+    """What an export with one input per column checks: the inputs, outputs, base rows and probes."""
+
+    columns: list[Column]
+    outputs: list[str]
+    classifier: bool
+    has_proba: bool
+    base: list[Probe]
+    probes: list[Probe]
+    checked: str  # for people: which rows parity runs on
+
+    def parity(self, estimator, run, options: ExportOptions, missing: list[str]) -> list:
+        """Check `run` (feeds -> outputs) against the estimator; add the columns that take missing values."""
+        results, found = parity_over_probes(
+            estimator, run, self.base, self.probes, self.columns, self.outputs, self.classifier, options
+        )
+        missing.extend(found)
+        return results
+
+
+def plan_columns(estimator, options: ExportOptions) -> ColumnPlan:
+    """The inputs (from the estimator and --sample), outputs, random rows, --sample rows and probes."""
+    from tritonkit.export.sklearn import kind_of
 
     if options.input_names:
         raise UsageError("--input-name: a model with one input per column names its inputs after the columns")
     classifier = kind_of(estimator)
     has_proba = classifier and hasattr(estimator, "predict_proba")
-    outputs = output_names(classifier, has_proba, options)
     sample = _sample_frame(options)
     columns = columns_of(estimator, sample)
     base = [Probe("random rows", random_frame(estimator, columns, RANDOM_ROWS))]
@@ -178,18 +202,25 @@ def export_columns(estimator, options: ExportOptions) -> ExportResult:
         checked += f" + {len(sample)} rows of {options.sample.name}"
     probes = _probes(base[0].frame, columns)
     checked += f" + {len(probes) * PROBE_ROWS} rows with one column missing or unseen"
-    model = _convert(estimator, columns, source_frame(base[0].frame, columns), options)
-    finish_graph(model, outputs, classifier, has_proba, describe(estimator), {})
+    outputs = output_names(classifier, has_proba, options)
+    return ColumnPlan(columns, outputs, classifier, has_proba, base, probes, checked)
+
+
+def export_columns(estimator, options: ExportOptions) -> ExportResult:
+    """Convert, parity-check and write a DataFrame model with one input per column."""
+    from tritonkit.export.sklearn import describe
+
+    plan = plan_columns(estimator, options)
+    model = convert_columns(estimator, plan.columns, source_frame(plan.base[0].frame, plan.columns), options)
+    finish_graph(model, plan.outputs, plan.classifier, plan.has_proba, describe(estimator), {})
     missing: list[str] = []
 
     def parity(path) -> list:
-        results, found = _parity(estimator, path, base, probes, columns, outputs, classifier, options)
-        missing.extend(found)
-        return results
+        return plan.parity(estimator, lambda arrays: run_onnx(path, arrays, plan.outputs), options, missing)
 
     # Which inputs take missing values is known once parity has run: write_onnx asks after it.
     return write_onnx(
-        model, options, parity, lambda: {MISSING_PARAMETER: ",".join(missing)} if missing else {}, checked
+        model, options, parity, lambda: {MISSING_PARAMETER: ",".join(missing)} if missing else {}, plan.checked
     )
 
 

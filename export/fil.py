@@ -6,7 +6,9 @@ NVIDIA's FIL backend (Forest Inference Library; GPU, or CPU) reads `<version>/xg
 (`predict_proba`; binary models as [p0, p1]), the value for regressors. The instance group is
 KIND_AUTO: a GPU where there is one, else the CPU. The embedded server serves the same folder
 through its Python-based `fil` backend (server/backends/fil/model.py), the library's own predict on
-CPU. `feature_names` names the column behind each value of `input__0`, for clients.
+CPU. `feature_names` names the column behind each value of `input__0`, for clients; `nthread` is
+--intra-op-threads. A Pipeline with preprocessing before the trees becomes an ensemble
+(`fil_pipeline.py`): its preprocessing as ONNX, the trees in this layout.
 
 Parity: the written file is loaded back with the library, as the serving backend loads it, and its
 predictions are compared with the estimator's on random rows around its split thresholds (and the
@@ -25,7 +27,7 @@ from tritonkit.errors import UsageError
 from tritonkit.export.options import ExportOptions, ExportResult, versioned
 from tritonkit.export.parity import check, compare
 from tritonkit.export.tabular import ATOL, FEATURES_PARAMETER, RTOL
-from tritonkit.model_config import TensorSpec
+from tritonkit.model_config import ModelConfig, TensorSpec
 
 logger = logging.getLogger(__name__)
 
@@ -33,18 +35,11 @@ FIL_MAX_BATCH_SIZE = 32_768  # FIL's own examples; rows of floats are small
 FILE_NAMES = {"xgboost": ("xgboost_json", "xgboost.json"), "lightgbm": ("lightgbm", "model.txt")}
 
 
-def _check(estimator, library: str) -> None:
-    from tritonkit.export.sklearn import describe
-
+def check_library(library: str) -> None:
     if library not in FILE_NAMES:
         raise UsageError(
             f"--format fil takes XGBoost and LightGBM models; Triton's FIL backend cannot read {library} "
             "models: export it as ONNX (the default --format)"
-        )
-    if getattr(estimator, "steps", None):
-        raise UsageError(
-            f"--format fil serves the trees alone; {describe(estimator)} has preprocessing steps, which "
-            "FIL cannot run: export the Pipeline as ONNX (the default --format), or its last step alone"
         )
 
 
@@ -59,15 +54,22 @@ def save_native(estimator, library: str, folder: Path) -> Path:
     return path
 
 
-def reload_predict(library: str, path: Path, rows: np.ndarray) -> np.ndarray:
-    """The saved file's raw prediction on `rows`, loaded as the serving backend loads it."""
+def booster_predictor(library: str, path: Path):
+    """rows -> the saved file's raw prediction, loaded once as the serving backend loads it."""
     if library == "xgboost":
         import xgboost
 
-        return np.asarray(xgboost.Booster(model_file=str(path)).inplace_predict(rows))
+        booster = xgboost.Booster(model_file=str(path))
+        return lambda rows: np.asarray(booster.inplace_predict(rows))
     import lightgbm
 
-    return np.asarray(lightgbm.Booster(model_file=str(path)).predict(rows))
+    booster = lightgbm.Booster(model_file=str(path))
+    return lambda rows: np.asarray(booster.predict(rows))
+
+
+def reload_predict(library: str, path: Path, rows: np.ndarray) -> np.ndarray:
+    """The saved file's raw prediction on `rows`, loaded as the serving backend loads it."""
+    return booster_predictor(library, path)(rows)
 
 
 def fil_output(raw: np.ndarray, classifier: bool) -> np.ndarray:
@@ -78,28 +80,47 @@ def fil_output(raw: np.ndarray, classifier: bool) -> np.ndarray:
     return np.clip(np.stack([1 - raw, raw], axis=1) if raw.ndim == 1 else raw, 0, 1)
 
 
-def _parameters(library: str, classifier: bool, names) -> dict[str, str]:
+def _parameters(library: str, classifier: bool, names, threads: int) -> dict[str, str]:
     model_type, _ = FILE_NAMES[library]
     parameters = {
         "model_type": model_type,
         "output_class": str(classifier).lower(),
         "storage_type": "AUTO",
-        "nthread": "1",
+        "nthread": str(threads),  # CPU threads per instance: the library's own predict here, FIL on CPU there
     }
     if classifier:
         parameters.update(predict_proba="true", threshold="0.5")
     if model_type == "xgboost_json":
         parameters["xgboost_allow_unknown_field"] = "true"  # newer XGBoost writes fields older FIL builds lack
-    if names is not None:
+    if names is not None and not any("," in str(name) for name in names):
         parameters[FEATURES_PARAMETER] = ",".join(map(str, names))
     return parameters
 
 
-def export_fil(estimator, library: str, options: ExportOptions) -> ExportResult:
-    """Write the model file and config.pbtxt for Triton's FIL backend; parity of the written file vs the estimator."""
+def trees_config(options: ExportOptions, library: str, classifier: bool, n: int, width: int, names) -> ModelConfig:
+    """config.pbtxt of a FIL model: input__0 FP32 [n], output__0 FP32 [width], `nthread` = --intra-op-threads."""
+    config = options.model_config(
+        [TensorSpec("input__0", "FP32", (n,))],
+        [TensorSpec("output__0", "FP32", (width,))],
+        default_max_batch_size=FIL_MAX_BATCH_SIZE,
+    )
+    parameters = _parameters(library, classifier, names, options.intra_op_threads or 1)
+    return dataclasses.replace(config, backend="fil", parameters=parameters)
+
+
+def export_fil(estimator, library: str, options: ExportOptions, inputs: str = "auto") -> ExportResult:
+    """Write the model file and config.pbtxt for Triton's FIL backend; parity of the written file vs the estimator.
+
+    A Pipeline with steps before the trees becomes an ensemble (`fil_pipeline.export_fil_pipeline`).
+    """
     from tritonkit.export.sklearn import feature_count, kind_of, matrix_frame, random_rows, sample_rows
 
-    _check(estimator, library)
+    check_library(library)
+    if getattr(estimator, "steps", None) and len(estimator.steps) > 1:
+        from tritonkit.export.fil_pipeline import export_fil_pipeline
+
+        return export_fil_pipeline(estimator, library, options, inputs)
+    estimator = estimator.steps[-1][1] if getattr(estimator, "steps", None) else estimator
     if options.input_names or options.output_names:
         raise UsageError("--input-name/--output-name: FIL's tensors are always `input__0` and `output__0`")
     classifier = kind_of(estimator)
@@ -118,12 +139,7 @@ def export_fil(estimator, library: str, options: ExportOptions) -> ExportResult:
         path = save_native(estimator, library, scratch)
         got = fil_output(reload_predict(library, path, rows), classifier)
         results = check([compare("output__0", expected, got, *options.tolerance(expected, ATOL, RTOL))])
-        config = options.model_config(
-            [TensorSpec("input__0", "FP32", (n,))],
-            [TensorSpec("output__0", "FP32", (width,))],
-            default_max_batch_size=FIL_MAX_BATCH_SIZE,
-        )
-        config = dataclasses.replace(config, backend="fil", parameters=_parameters(library, classifier, names))
+        config = trees_config(options, library, classifier, n, width, names)
         config.write(options.model_dir)
     logger.info("exported %s version %d for FIL: %s", options.name, number, "; ".join(map(str, results)))
     return ExportResult(options.model_dir / str(number) / path.name, number, config, results, checked)

@@ -34,7 +34,9 @@ TENSORRT_HELP = (
     "config.pbtxt (KIND_GPU; NVIDIA's onnxruntime backend builds the TensorRT engine on the GPU at load; "
     "no standalone .plan is built: the tensorrt package needs an NVIDIA GPU and is not installed here); "
     "fil (xgboost and lightgbm only): the model file and config for Triton's FIL backend (KIND_AUTO: GPU "
-    "where there is one; the embedded server serves it with the library's own predict on CPU); "
+    "where there is one; nthread = --intra-op-threads; the embedded server serves it with the library's own "
+    "predict on CPU; a Pipeline becomes an ensemble NAME: NAME_preprocess (ONNX) -> NAME_trees (FIL) -> "
+    "NAME_postprocess (label)); "
     'torchscript (torch only): <version>/model.pt with backend "pytorch" (NVIDIA\'s LibTorch backend, or '
     "the kit's Python-based one in `tritonkit serve`), on --kind KIND_GPU or KIND_CPU."
 )
@@ -261,6 +263,7 @@ class ExportResult:
     config: ModelConfig
     parity: list = field(default_factory=list)
     checked: str = ""  # which rows parity ran on, for people: "2000 random rows + 100 rows of x.csv"
+    parts: tuple[str, ...] = ()  # an ensemble's composing models, written beside it (e.g. NAME_preprocess)
 
 
 def rename(defaults: list[str], overrides: tuple[str, ...], flag: str) -> list[str]:

@@ -5,7 +5,8 @@ CatBoost `.cbm`) or a joblib file holding its scikit-learn wrapper, alone or as 
 Pipeline. A native file is loaded into the library's own scikit-learn wrapper, so every form goes
 through one path: the scikit-learn export (`sklearn.py`, `column_export.py`) with the converters
 `trees_onnx` registers, parity against the library's own predict, `label` + `probabilities` for
-classifiers. `--format fil` writes the model file and config for Triton's FIL backend (`fil.py`).
+classifiers. `--format fil` writes the model file and config for Triton's FIL backend (`fil.py`); a
+Pipeline with preprocessing becomes an ensemble of its preprocessing (ONNX) and the trees (FIL).
 """
 
 from __future__ import annotations
@@ -145,5 +146,5 @@ def export_trees(
     if options.format == "fil":
         from tritonkit.export.fil import export_fil
 
-        return export_fil(estimator, library, options)
+        return export_fil(estimator, library, options, inputs)
     return export_estimator(estimator, options, n_features, inputs)

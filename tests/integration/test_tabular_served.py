@@ -1,9 +1,11 @@
 """Tabular models served by the real embedded Triton: DataFrame pipelines with text, XGBoost, LightGBM and
-CatBoost as ONNX, and the FIL layout through the Python-based `fil` backend; parity with each library."""
+CatBoost as ONNX, the FIL layout through the Python-based `fil` backend, and an XGBoost Pipeline as the
+ensemble preprocessing (ONNX) -> trees (fil) -> label; parity with each library."""
 
 from __future__ import annotations
 
 import json
+import re
 
 import joblib
 import numpy as np
@@ -22,6 +24,7 @@ from sklearn.linear_model import LogisticRegression
 
 from tritonkit.benchmarks.trees import FEATURES, customers, pipeline
 from tritonkit.clients import TritonClient
+from tritonkit.clients.endpoint import Endpoint
 from tritonkit.clients.score import ScoreOptions, score
 from tritonkit.export.options import ExportOptions
 from tritonkit.export.sklearn import export_sklearn
@@ -55,12 +58,16 @@ def models(tmp_path_factory):
     export_sklearn(folder / "logistic.joblib", ExportOptions(repository, "logistic", **options))
     export_trees("xgboost", folder / "xgb_pipe.joblib", ExportOptions(repository, "xgb_pipe", **options))
     export_trees("lightgbm", folder / "lgb_pipe.joblib", ExportOptions(repository, "lgb_pipe", **options))
+    ensemble = ExportOptions(repository, "xgb_ens", format="fil", instances=1, **options)
+    export_trees("xgboost", folder / "xgb_pipe.joblib", ensemble)
+    fitted["xgb_ens"] = fitted["xgb_pipe"]
     fitted["xgb"].save_model(folder / "xgb.json")  # native files, as people keep them
     fitted["lgb"].booster_.save_model(folder / "lgb.txt")
     fitted["cb"].save_model(str(folder / "cb.cbm"))
     for library, file, name in (("xgboost", "xgb.json", "xgb"), ("lightgbm", "lgb.txt", "lgb")):
         export_trees(library, folder / file, ExportOptions(repository, f"{name}_onnx"))
-        export_trees(library, folder / file, ExportOptions(repository, f"{name}_fil", format="fil", instances=1))
+        fil = ExportOptions(repository, f"{name}_fil", format="fil", instances=1, intra_op_threads=2)
+        export_trees(library, folder / file, fil)
     export_trees("catboost", folder / "cb.cbm", ExportOptions(repository, "cb_onnx"))
     return repository, fitted
 
@@ -85,7 +92,7 @@ def _record(row) -> dict:
     return {c: (None if isinstance(row[c], float) and np.isnan(row[c]) else row[c]) for c in FEATURES}
 
 
-@pytest.mark.parametrize("name", ["logistic", "xgb_pipe", "lgb_pipe"])
+@pytest.mark.parametrize("name", ["logistic", "xgb_pipe", "lgb_pipe", "xgb_ens"])
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_predict_matches_library_when_record_has_text_unseen_and_missing_values(served, models, rows, name, protocol):
     _, fitted = models
@@ -119,6 +126,36 @@ def test_score_matches_library_and_rejects_non_text_when_file_has_text_columns(s
     if bad:
         [reject] = [json.loads(line) for line in (tmp_path / "scores.parquet.rejects.jsonl").read_text().splitlines()]
         assert reject["row"] == 3 and "`contract`" in reject["reason"] and "BYTES" in reject["reason"]
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_fil_ensemble_matches_pipeline_when_scored_with_unseen_and_missing_values(
+    served, models, rows, tmp_path, protocol
+):
+    _, fitted = models
+    rows.to_parquet(tmp_path / "rows.parquet")
+    url = served.grpc_url if protocol == "grpc" else served.http_url
+    report = score(
+        ScoreOptions(
+            model="xgb_ens",
+            input=tmp_path / "rows.parquet",
+            output=tmp_path / "scores.parquet",
+            endpoint=Endpoint(url, protocol=protocol),
+            id_column="customer_id",
+        )
+    )
+    assert report.rows_scored == len(rows) and report.rows_rejected == 0
+    scored = pd.read_parquet(tmp_path / "scores.parquet")
+    np.testing.assert_allclose(
+        np.stack(scored["probabilities"].to_numpy()), fitted["xgb_ens"].predict_proba(rows[FEATURES]), atol=1e-5
+    )
+    assert scored["label"].tolist() == fitted["xgb_ens"].predict(rows[FEATURES]).tolist()
+
+
+@pytest.mark.parametrize("name, threads", [("xgb_fil", "2"), ("xgb_ens_trees", "1")])
+def test_fil_backend_loads_booster_with_config_threads_when_nthread_is_set(served, name, threads):
+    lines = [line for line in served.log_file.read_text().splitlines() if f"fil: model '{name}'" in line]
+    assert len(lines) == 1 and re.search(rf"loaded once; nthread {threads}\b", lines[0]), lines
 
 
 @pytest.mark.parametrize("name", ["xgb", "lgb"])

@@ -163,7 +163,6 @@ def test_export_fil_writes_fil_backend_layout_when_format_is_fil(tmp_path, files
     "call, message",
     [
         (lambda f, o: export_trees("catboost", f / "cb.cbm", o("fil")), "FIL backend cannot read catboost"),
-        (lambda f, o: export_trees("xgboost", f / "xgb_pipe.joblib", o("fil")), "FIL cannot run"),
         (lambda f, o: export_sklearn(f / "logistic.joblib", o("fil")), "use `tritonkit export xgboost`"),
         (lambda f, o: export_trees("lightgbm", f / "xgb_pipe.joblib", o("onnx")), "not a lightgbm model"),
         (lambda f, o: export_trees("xgboost", f / "lgb.txt", o("onnx")), "is not a xgboost model file"),

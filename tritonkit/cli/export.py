@@ -297,6 +297,8 @@ def export_minilm_command(
 
 def _report(result, source: str) -> None:
     typer.echo(f"exported {result.config.name} version {result.version} to {result.path}")
+    if result.parts:
+        typer.echo(f"  an ensemble of {' -> '.join(result.parts)}: clients call {result.config.name}")
     typer.echo(f"  parity vs {source} on {result.checked}:")
     for parity in result.parity:
         typer.echo(f"    {parity}")
@@ -342,7 +344,12 @@ def _trees_command(library: str, files: str):
     command.__doc__ = (
         f"Export a {library} model as ONNX (label and probabilities, or prediction; parity checked against "
         f"{library}'s own predict)"
-        + (", or with --format fil for Triton's FIL backend." if library != "catboost" else ".")
+        + (
+            ", or with --format fil for Triton's FIL backend (a Pipeline: an ensemble of its preprocessing as "
+            "ONNX and the trees for FIL)."
+            if library != "catboost"
+            else "."
+        )
     )
     return command
 

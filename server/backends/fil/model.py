@@ -11,7 +11,11 @@ config gives one output value), the class index (classifiers without `predict_pr
 a request whose input does not fit gets its own error.
 
 This file runs inside Triton's Python backend stub: it imports only numpy, the tree library and
-`triton_python_backend_utils`. The `nthread` parameter (default 1) sets the library's threads.
+`triton_python_backend_utils`. Each instance loads its booster once (`initialize`) with `nthread`
+threads (as NVIDIA's backend: all cores when the parameter is absent), logged as the library reports
+it back. XGBoost predicts with `inplace_predict` straight on the request's FP32 array (no DMatrix copy),
+LightGBM with its own `predict(num_threads=...)`. A single request per `execute` (the bulk case:
+requests of max_batch_size rows) runs on its input as it arrives, without a concatenation.
 """
 
 import json
@@ -34,22 +38,29 @@ def _true(value):
 
 
 def load(model_type, path, threads):
-    """A function rows -> the library's raw prediction ([N] or [N, classes])."""
+    """(rows -> the library's raw prediction ([N] or [N, classes]), the threads the library will use)."""
     if model_type.startswith("xgboost"):
         import xgboost
 
         booster = xgboost.Booster(model_file=path)
         booster.set_param({"nthread": threads})
-        return lambda rows: booster.inplace_predict(rows)
+        generic = json.loads(booster.save_config())["learner"].get("generic_param", {})
+        return (lambda rows: booster.inplace_predict(rows)), int(generic.get("nthread") or generic.get("n_jobs") or 0)
     if model_type == "lightgbm":
         import lightgbm
 
         booster = lightgbm.Booster(model_file=path)
-        return lambda rows: booster.predict(rows, num_threads=threads)
+        return (lambda rows: booster.predict(rows, num_threads=threads)), threads
     raise ValueError(
         f"model_type {model_type!r} is not served here; expected one of xgboost, xgboost_json, "
         "xgboost_ubj, lightgbm (treelite_checkpoint runs in NVIDIA's FIL backend only)"
     )
+
+
+def threads_of(params):
+    """The `nthread` parameter; all cores when it is absent or 0 (NVIDIA's FIL backend does the same)."""
+    value = int(params.get("nthread") or 0)
+    return value if value > 0 else (os.cpu_count() or 1)
 
 
 def shape_output(raw, classifier, predict_proba, threshold, width):
@@ -78,9 +89,13 @@ class TritonPythonModel:
         if not os.path.exists(path):
             raise pb_utils.TritonModelException(f"model '{self.model_name}': no {model_type} model file at {path}")
         try:
-            self.predict = load(model_type, path, int(params.get("nthread") or 1))
+            self.predict, threads = load(model_type, path, threads_of(params))
         except ValueError as e:
             raise pb_utils.TritonModelException(f"model '{self.model_name}': {e}") from None
+        pb_utils.Logger.log_info(
+            f"fil: model '{self.model_name}' instance {args.get('model_instance_name', '')}: {model_type} "
+            f"from {path}, loaded once; nthread {threads}"
+        )
         self.classifier = _true(params.get("output_class", "false"))
         self.predict_proba = _true(params.get("predict_proba", "false"))
         self.threshold = float(params.get("threshold") or 0.5)
@@ -118,13 +133,13 @@ class TritonPythonModel:
         if not valid:
             return responses
         try:
-            output = self._run(np.concatenate([rows for _, rows in valid]))
+            output = self._run(valid[0][1] if len(valid) == 1 else np.concatenate([rows for _, rows in valid]))
         except Exception as e:  # noqa: BLE001 - the libraries raise their own error types
             for i, _ in valid:
                 responses[i] = _error(f"model '{self.model_name}': inference failed: {e}")
             return responses
         bounds = np.cumsum([len(rows) for _, rows in valid])[:-1]
-        for (i, _), part in zip(valid, np.split(output, bounds)):
+        for (i, _), part in zip(valid, np.split(output, bounds) if len(valid) > 1 else [output]):
             responses[i] = self._respond(part)
         return responses
 

@@ -8,11 +8,22 @@ fit the model gets its own error response and the others in its batch are still 
 
 This file runs inside Triton's Python backend stub, not inside the tritonkit package: it imports
 only numpy, onnxruntime and `triton_python_backend_utils`.
+
+BYTES inputs: the stub turns each one into a numpy array of bytes objects as the request arrives, by
+calling `triton_python_backend_utils.deserialize_bytes_tensor`, a loop that formats a struct format
+string per element (0.1 s of CPU per 50,000 rows of three text columns here, more than onnxruntime's
+whole preprocessing graph on them), after which this backend decoded each value to text for
+onnxruntime in a second pass. This stub replaces it with `deserialize_bytes_tensor` below, which
+gives the values already as text (str) where they are UTF-8 and as bytes where they are not (those
+fail their request with a decoding error, as before): per 50,000 values 13 ms of CPU here, where
+Triton's function and the decoding took 39. NVIDIA's container runs its native onnxruntime backend,
+which never calls it.
 """
 
 import glob
 import json
 import os
+import struct
 import sys
 
 import numpy as np
@@ -70,6 +81,48 @@ def _quiet_dlpack_deleter(unraisable, previous=sys.unraisablehook):
 if not _NUMPY_1:
     sys.unraisablehook = _quiet_dlpack_deleter
 DEFAULT_MAX_BATCH_SIZE = 4  # what Triton's native backend picks when the model can batch
+_LENGTH = struct.Struct("<I").unpack_from
+
+
+def _utf8(value):
+    """A value sliced from the Latin-1 reading of the buffer as its UTF-8 text (bytes when it is not UTF-8)."""
+    if value.isascii():
+        return value
+    raw = value.encode("latin-1")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw
+
+
+def deserialize_bytes_tensor(encoded):
+    """Triton's serialized BYTES tensor (4-byte little-endian length, then the bytes, per element) as a 1-D
+    numpy object array, in order: text where an element is UTF-8, bytes where it is not.
+
+    The buffer is read once as Latin-1 (one character per byte), each element sliced from it; ASCII
+    elements (categories, mostly) are then their text already.
+    """
+    data = encoded.tobytes() if hasattr(encoded, "tobytes") else bytes(encoded)
+    text = data.decode("latin-1")
+    values, offset, end = [], 0, len(data)
+    append = values.append
+    while offset < end:
+        (length,) = _LENGTH(data, offset)
+        offset += 4
+        append(text[offset : offset + length])
+        offset += length
+    if not all(map(str.isascii, values)):
+        values = [_utf8(value) for value in values]
+    array = np.empty(len(values), dtype=np.object_)
+    array[:] = values
+    return array
+
+
+def _decode(value):
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+pb_utils.deserialize_bytes_tensor = deserialize_bytes_tensor  # the stub looks it up for every BYTES input
 
 
 def _find_model_file(model_name, config):
@@ -167,7 +220,8 @@ class TritonPythonModel:
             # as_numpy() reads BOOL wrong when the stub's numpy is 2.x; DLPack is exact there.
             array = tensor.as_numpy() if _NUMPY_1 or dtype is np.object_ else np.from_dlpack(tensor)
             if dtype is np.object_:
-                array = np.vectorize(lambda b: b.decode("utf-8") if isinstance(b, bytes) else b, otypes=[object])(array)
+                if not all(type(value) is str for value in array.flat):  # bytes: not UTF-8 (raises here)
+                    array = np.vectorize(_decode, otypes=[object])(array)
             elif array.dtype != dtype:
                 raise ValueError(
                     f"model '{self.model_name}': input '{name}' has dtype {array.dtype}, expected {np.dtype(dtype)}"
