@@ -15,6 +15,7 @@
 | 10 | OverloadedError | the model's queue turned the request away |
 | 11 | DeadlineExceededError | no answer within the latency budget |
 | 12 | OutputError | results could not be written |
+| 13 | ServerCrashedError | the embedded Triton crashed (or was killed) while serving and was not restarted |
 
 Each class carries its code as `exit_code`; a subclass inherits its parent's unless it says otherwise.
 """
@@ -166,6 +167,17 @@ class StoreError(TritonKitError):
 
 class StoreUnavailableError(StoreError):
     """The prediction store cannot be reached (Redis down, SQLite file missing or unreadable)."""
+
+
+class ServerCrashedError(TritonKitError):
+    """The embedded Triton exited while serving without being asked to (a crash, a kill) and was not
+    restarted (`--restart no`, or its restarts kept failing)."""
+
+    exit_code = 13
+
+    def __init__(self, message: str, *, code: int, signal_name: str | None = None, log_file=None):
+        self.code, self.signal_name, self.log_file = code, signal_name, str(log_file) if log_file else None
+        super().__init__(message)
 
 
 def exit_code_for(error: BaseException) -> int:
