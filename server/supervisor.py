@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 RESTART_MODES = ("on-failure", "no")
 _FRAME = re.compile(r"^\s*\d+# ")
+_SPACES = re.compile(r"\s{3,}")
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class TritonExit:
     ran_s: float
 
     @classmethod
-    def read(cls, code: int, log_file: Path | None, ran_s: float, lines: int = 12) -> TritonExit:
+    def read(cls, code: int, log_file: Path | None, ran_s: float, lines: int = 6) -> TritonExit:
         return cls(code, log_file, _tail(log_file, lines), ran_s)
 
     @property
@@ -81,16 +82,17 @@ class TritonExit:
         )
         return f"Triton crashed: it {how} after {self.ran_s:.0f} s, unasked"
 
-    def report(self) -> str:
-        """describe() with the tail of Triton's log, for a person."""
+    def report(self, outcome: str = "") -> str:
+        """describe(), what happens next and the tail of Triton's log, for a person."""
+        said = self.describe() + (f"; {outcome}" if outcome else "")
         if not self.tail:
-            return f"{self.describe()}; its log is {self.log_file}"
+            return f"{said}; its log is {self.log_file}"
         shown = "\n".join(f"  | {line}" for line in self.tail)
-        return f"{self.describe()}; the last lines of its log ({self.log_file}):\n{shown}"
+        return f"{said}; the last lines of its log ({self.log_file}):\n{shown}"
 
-    def error(self, extra: str = "") -> ServerCrashedError:
+    def error(self, outcome: str) -> ServerCrashedError:
         return ServerCrashedError(
-            self.report() + extra, code=self.code, signal_name=self.signal_name, log_file=self.log_file
+            self.report(outcome), code=self.code, signal_name=self.signal_name, log_file=self.log_file
         )
 
 
@@ -125,10 +127,9 @@ class Supervisor:
                 self.server.stop()
                 return code
             crash = TritonExit.read(code, self.server.log_file, time.monotonic() - started)
-            logger.error("%s", crash.report())
             if self.policy.mode == "no":
                 self.server.stop()
-                raise crash.error("; not restarted (--restart no)")
+                raise crash.error("not restarted (--restart no)")
             if crash.ran_s >= self.policy.stable_s:
                 backoff = self.policy.backoff_s
             if not self._restart(crash, backoff):
@@ -138,7 +139,7 @@ class Supervisor:
 
     def _restart(self, crash: TritonExit, backoff: float) -> bool:
         """Restarts Triton after `backoff` s, again on failure; False when asked to stop meanwhile."""
-        self.notify(f"{crash.report()}\nrestarting Triton in {backoff:.1f} s (--restart on-failure)")
+        self.notify(crash.report(f"restarting it in {backoff:.1f} s (--restart on-failure)"))
         for attempt in range(1, self.policy.max_failed_starts + 1):
             if self._stopping.wait(backoff):
                 return False
@@ -149,7 +150,7 @@ class Supervisor:
                     return False
                 if attempt == self.policy.max_failed_starts:
                     self.server.stop()
-                    raise crash.error(f"\nand {attempt} restarts in a row failed; the last: {e}") from None
+                    raise crash.error(f"{attempt} restarts in a row failed, the last with: {e}") from None
                 backoff = min(backoff * 2, self.policy.max_backoff_s)
                 self.notify(f"restart {attempt} failed: {e}; trying again in {backoff:.1f} s")
                 continue
@@ -162,7 +163,7 @@ class Supervisor:
 
 def _tail(path: Path | None, lines: int) -> tuple[str, ...]:
     """The last `lines` non-empty lines of a log, stack frames ("12# 0x...") left out and each line cut to
-    300 characters; () when it cannot be read."""
+    200 characters; () when it cannot be read."""
     if path is None:
         return ()
     try:
@@ -172,5 +173,7 @@ def _tail(path: Path | None, lines: int) -> tuple[str, ...]:
             text = f.read().decode("utf-8", "replace")
     except OSError:
         return ()
-    kept = [line.rstrip()[:300] for line in text.splitlines() if line.strip() and not _FRAME.match(line)]
+    kept = [
+        _SPACES.sub("  ", line.strip())[:200] for line in text.splitlines() if line.strip() and not _FRAME.match(line)
+    ]
     return tuple(kept[-lines:])
