@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import sys
 import threading
 
 logger = logging.getLogger(__name__)
@@ -123,6 +124,14 @@ class LoopServer:
         asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(timeout=10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
+
+
+async def within(awaitable, seconds: float):
+    """`await awaitable`, raising asyncio.TimeoutError after `seconds`; without wait_for's task per call on 3.11+."""
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(seconds):
+            return await awaitable
+    return await asyncio.wait_for(awaitable, seconds)
 
 
 async def close_writer(writer: asyncio.StreamWriter) -> None:

@@ -19,7 +19,7 @@ import logging
 import re
 import ssl
 
-from tritonkit.server.front import LoopServer, close_writer
+from tritonkit.server.front import LoopServer, close_writer, within
 from tritonkit.server.http11 import (
     HttpError,
     Request,
@@ -88,13 +88,13 @@ class Guard(LoopServer):
 
     async def _next_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Request | None:
         try:
-            first = await asyncio.wait_for(reader.read(1), self.limits.idle_timeout_s)
+            first = await within(reader.read(1), self.limits.idle_timeout_s)
         except asyncio.TimeoutError:
             return None  # an idle keep-alive connection
         if not first:
             return None
         try:
-            return await asyncio.wait_for(read_request_head(reader, first), self.limits.read_timeout_s)
+            return await within(read_request_head(reader, first), self.limits.read_timeout_s)
         except asyncio.TimeoutError:
             await self._refuse(writer, HttpError(408, "timeout", "the request's headers did not arrive in time"))
         except HttpError as e:
@@ -107,7 +107,7 @@ class Guard(LoopServer):
         try:
             if infer and request.method != "POST":
                 raise HttpError(405, "http", f"{request.method} {request.path}: inference takes POST")
-            await asyncio.wait_for(read_body(reader, writer, request, self.limits), self.limits.read_timeout_s)
+            await within(read_body(reader, writer, request, self.limits), self.limits.read_timeout_s)
         except asyncio.TimeoutError:
             await self._refuse(writer, HttpError(408, "timeout", "the request's body did not arrive in time"))
             return False

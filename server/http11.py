@@ -215,7 +215,17 @@ async def relay_response(
     kept = [(n, v) for n, v in lines if n.lower() not in ("connection", "keep-alive", "proxy-connection")]
     head = [f"HTTP/1.1 {status} {reason}".rstrip()] + [f"{n}: {v}" for n, v in kept]
     head += ["Connection: close"] if close_client else []
-    writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+    encoded = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
+    length = int(get["content-length"]) if not (no_body or chunked or until_close) else 0
+    if not (chunked or until_close) and length <= _COPY:  # the usual small answer: head and body in one write
+        try:
+            body = await up_reader.readexactly(length) if length else b""
+        except asyncio.IncompleteReadError:
+            raise ConnectionError("Triton closed the connection inside its answer") from None
+        writer.write(encoded + body)
+        await writer.drain()
+        return not (upstream_close or until_close), close_client, status
+    writer.write(encoded)
     if not no_body:
         if chunked:
             await _copy_chunked(up_reader, writer)
