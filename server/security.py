@@ -49,12 +49,12 @@ def read_admin_key(path: Path) -> str:
         key = Path(path).read_text().strip()
     except OSError as e:
         raise UsageError(f"--admin-key-file {path} cannot be read: {e.strerror}") from None
+    check_admin_key(key, f"--admin-key-file {path}")
     if mode & 0o007:
         raise UsageError(
             f"--admin-key-file {path} is open to every user on this host (mode {stat.S_IMODE(mode):04o}); "
             f"run `chmod 600 {path}` (on Kubernetes, mount its Secret with defaultMode 0400)"
         )
-    check_admin_key(key, f"--admin-key-file {path}")
     return key
 
 

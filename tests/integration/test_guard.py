@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import signal
 import struct
 import subprocess
 import sys
@@ -240,3 +241,39 @@ def test_predict_exits_with_clear_error_when_http_is_pointed_at_the_metrics_port
     )
     assert result.returncode == 5, result.stderr
     assert "Traceback" not in result.stderr and "metrics port" in result.stderr and url in result.stderr
+
+
+def test_guard_command_fronts_a_triton_started_elsewhere_when_run_alone(guarded, reference):
+    """`tritonkit guard` (the Helm chart's sidecar) before the module server's own Triton HTTP endpoint."""
+    from tritonkit.server import free_port
+
+    port, metrics_port = free_port(), free_port()
+    process = subprocess.Popen(
+        [
+            *TRITONKIT,
+            "guard",
+            f"--upstream={guarded.triton_http_url}",
+            f"--listen=127.0.0.1:{port}",
+            f"--metrics-listen=127.0.0.1:{metrics_port}",
+            "--max-body-bytes=4096",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert "guard on http://127.0.0.1:" in process.stdout.readline()
+        (crash,) = exchange(port, post(INFER, infer_body(CRASH_SHAPES[0])))
+        assert crash.status == 400 and "max_batch_size 64" in json.loads(crash.body)["error"]
+        (good,) = exchange(port, post(INFER, GOOD))
+        assert good.status == 200 and json.loads(good.body)["outputs"][0]["data"] == [2, 4, 6, 8]
+        assert exchange(port, post(INFER, b" " * 5000))[0].status == 413
+        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+        assert 'tritonkit_guard_rejected_total{reason="shape"} 1' in text
+        assert 'tritonkit_guard_rejected_total{reason="body_too_large"} 1' in text
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 0 and "guard stopped" in out, err
+    assert_serving(guarded, reference)
