@@ -70,6 +70,7 @@ class Guard(LoopServer):
         self.upstream = upstream
         self.metrics = metrics or KitMetrics()
         self.specs = SpecCache(upstream, admin_headers, self.limits.spec_ttl_s)
+        self._buffered = 0  # bytes of request bodies reserved by requests in progress (one event loop: no lock)
 
     @property
     def url(self) -> str:
@@ -102,7 +103,19 @@ class Guard(LoopServer):
         return None
 
     async def _serve(self, request: Request, reader, writer: asyncio.StreamWriter, upstream: _Upstream) -> bool:
-        """Answers one request; returns whether the connection goes on."""
+        """Answers one request within the guard's budget of buffered bodies; returns whether the connection goes on."""
+        reserved = _reservation(request, self.limits.max_body_bytes)
+        if self._buffered + reserved > self.limits.max_buffered_bytes:
+            message = f"the guard already holds {self._buffered} bytes of request bodies; retry later"
+            await self._refuse(writer, HttpError(503, "busy", message))
+            return False
+        self._buffered += reserved
+        try:
+            return await self._serve_within_budget(request, reader, writer, upstream)
+        finally:
+            self._buffered -= reserved
+
+    async def _serve_within_budget(self, request: Request, reader, writer, upstream: _Upstream) -> bool:
         infer = _INFER.fullmatch(request.path)
         try:
             if infer and request.method != "POST":
@@ -145,6 +158,19 @@ class Guard(LoopServer):
         logger.debug("guard: refused (%s): %s", error.reason, error.message)
         writer.write(error_response(error.status, error.message, close=True))
         await writer.drain()
+
+
+def _reservation(request: Request, max_body_bytes: int) -> int:
+    """Bytes a request's body may take once read: its Content-Length, or the body limit when chunked or
+    compressed (0 where its framing is invalid: read_body refuses it before reading)."""
+    try:
+        length, chunked = request.get("content-length"), request.get("transfer-encoding") is not None
+        compressed = request.get("content-encoding") not in (None, "identity")
+    except HttpError:
+        return 0
+    if chunked or compressed:
+        return max_body_bytes
+    return min(int(length), max_body_bytes) if length and length.isdigit() and len(length) <= 18 else 0
 
 
 class _Upstream:

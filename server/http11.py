@@ -185,7 +185,7 @@ def error_response(status: int, message: str, close: bool = False) -> bytes:
     import json
 
     body = json.dumps({"error": message}, separators=(",", ":")).encode()
-    phrase = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large"}.get(
+    phrase = {400: "Bad Request", 404: "Not Found", 413: "Payload Too Large", 503: "Service Unavailable"}.get(
         status, "Error"
     )
     head = f"HTTP/1.1 {status} {phrase}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"

@@ -57,6 +57,8 @@ class GuardLimits:
         idle_timeout_s: a keep-alive connection with no request for this long is closed.
         spec_ttl_s: how long a model's config is trusted before it is fetched again.
         max_connections: client connections served at once; more are refused.
+        max_buffered_bytes: request bodies held at once (reserved by Content-Length before reading, the body
+            limit when chunked or compressed); a request beyond it gets 503, which clients retry.
     """
 
     max_body_bytes: int = 64 * 2**20
@@ -67,6 +69,7 @@ class GuardLimits:
     idle_timeout_s: float = 300.0
     spec_ttl_s: float = 10.0
     max_connections: int = 1024
+    max_buffered_bytes: int = 512 * 2**20
 
 
 @dataclass(frozen=True)

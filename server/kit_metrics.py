@@ -26,6 +26,7 @@ REJECT_REASONS = (
     "too_large",  # element count x datatype size over the tensor byte budget
     "data_size",  # the data (JSON values, binary bytes, shared-memory size) does not match the shape
     "timeout",  # the client was too slow to send its request
+    "busy",  # the guard already held max_buffered_bytes of request bodies (503)
 )
 
 

@@ -277,3 +277,59 @@ def test_guard_command_fronts_a_triton_started_elsewhere_when_run_alone(guarded,
         process.kill()
     assert process.returncode == 0 and "guard stopped" in out, err
     assert_serving(guarded, reference)
+
+
+def test_guard_answers_503_when_bodies_in_flight_would_exceed_its_budget(guarded):
+    import socket
+
+    from tritonkit.server.guard import Guard
+    from tritonkit.server.infer_check import GuardLimits
+
+    host, port = guarded.triton_http_url.split(":")
+    guard = Guard("127.0.0.1", 0, (host, int(port)), GuardLimits(max_buffered_bytes=len(GOOD) + 10)).start()
+    try:
+        with socket.create_connection(("127.0.0.1", guard.port), timeout=10) as slow:
+            slow.sendall(post(INFER, GOOD)[: -len(GOOD)])  # headers only: its body's bytes are reserved
+            (busy,) = exchange(guard.port, post(INFER, GOOD))
+            assert busy.status == 503 and "retry later" in json.loads(busy.body)["error"]
+            slow.sendall(GOOD)
+            assert b"200 OK" in slow.recv(4096)
+        assert exchange(guard.port, post(INFER, GOOD))[0].status == 200  # the reservation was returned
+        assert guard.metrics.rejected["busy"] == 1
+    finally:
+        guard.stop()
+
+
+def test_guard_checks_against_metadata_when_model_config_is_restricted(churn_repository, tmp_path, reference):
+    """With model-config closed, the server's guard reads configs with the (drawn) key; a guard without the
+    key falls back to the metadata, where the batch is bounded by the byte budget instead."""
+    import shutil
+
+    from tritonkit.server import free_port
+    from tritonkit.server.security import DEFAULT_RESTRICTED_APIS
+
+    shutil.copytree(churn_repository / "vector", tmp_path / "repository" / "vector")
+    with EmbeddedServer(
+        tmp_path / "repository",
+        http_port=0,
+        grpc_port=0,
+        metrics_port=0,
+        log_file=tmp_path / "triton.log",
+        restricted_apis=(*DEFAULT_RESTRICTED_APIS, "model-config"),
+    ) as server:
+        assert exchange(server.http_port, b"GET /v2/models/vector/config HTTP/1.1\r\n\r\n")[0].status == 403
+        (crash,) = exchange(server.http_port, post(INFER, infer_body(CRASH_SHAPES[0])))
+        assert crash.status == 400 and "max_batch_size 64" in json.loads(crash.body)["error"]
+        port = free_port()
+        command = [*TRITONKIT, "guard", f"--upstream={server.triton_http_url}", f"--listen=127.0.0.1:{port}"]
+        process = subprocess.Popen([*command, "--metrics-listen="], stdout=subprocess.PIPE, text=True)
+        try:
+            assert "guard on" in process.stdout.readline()
+            (fixed,) = exchange(port, post(INFER, infer_body(CRASH_SHAPES[0])))
+            assert fixed.status == 400 and "dimension 1 where the model has 4" in json.loads(fixed.body)["error"]
+            (huge,) = exchange(port, post(INFER, infer_body([4611686018427387904, 4])))
+            assert huge.status == 400 and "budget" in json.loads(huge.body)["error"]
+            assert exchange(port, post(INFER, GOOD))[0].status == 200
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
