@@ -134,6 +134,7 @@ class Guard(LoopServer):
             keep = await upstream.exchange(request, writer, close_client=not keep)
         except Rejection as r:
             self.metrics.reject(r.reason)
+            logger.debug("guard: refused (%s): %s", r.reason, r.message)
             writer.write(error_response(r.status, r.message, close=not keep))
             await writer.drain()
             return keep

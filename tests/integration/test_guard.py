@@ -333,3 +333,13 @@ def test_guard_checks_against_metadata_when_model_config_is_restricted(churn_rep
         finally:
             process.terminate()
             process.wait(timeout=30)
+
+
+@pytest.mark.parametrize(
+    "path", ["/v2/models/vector/versions/1/infer", "/v2/models/vector/versions/01/infer", "/v2/models/vector/infer?a=1"]
+)
+def test_guard_checks_every_path_triton_routes_to_inference_when_spelt_differently(guarded, reference, path):
+    pid = guarded.pid
+    (response,) = exchange(guarded.http_port, post(path, infer_body(CRASH_SHAPES[0])))
+    assert response.status == 400 and "max_batch_size 64" in json.loads(response.body)["error"]
+    assert_serving(guarded, reference, pid)
