@@ -226,3 +226,74 @@ def test_read_admin_key_refuses_when_file_is_world_readable(tmp_path):
     assert "chmod 600" in str(caught.value) and "0123456789abcdef" not in str(caught.value)
     key.chmod(0o600)
     assert read_admin_key(key) == "0123456789abcdef0123456789abcdef"
+
+
+class _Collected:
+    """The two StreamWriter methods relay_response and read_body use, collecting what is written."""
+
+    def __init__(self):
+        self.data = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    async def drain(self) -> None:
+        return None
+
+
+def _stream(data: bytes, eof: bool = True):
+    import asyncio
+
+    reader = asyncio.StreamReader(limit=2**16)
+    reader.feed_data(data)
+    if eof:
+        reader.feed_eof()
+    return reader
+
+
+@pytest.mark.parametrize(
+    ("answer", "method", "reusable", "closes"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 300000\r\n\r\n" + b"x" * 300_000, "POST", True, False),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", "POST", True, False),
+        (b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end", "POST", False, True),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", "HEAD", True, False),
+    ],
+)
+def test_relay_response_keeps_each_framing_when_streaming_tritons_answer(answer, method, reusable, closes):
+    import asyncio
+
+    from tritonkit.server.http11 import relay_response
+
+    client = _Collected()
+
+    async def relay():  # the stream needs the running loop
+        return await relay_response(_stream(answer), client, method, close_client=False)
+
+    result = asyncio.run(relay())
+    assert result == (reusable, closes, 200)
+    head, _, body = bytes(client.data).partition(b"\r\n\r\n")
+    assert body == answer.partition(b"\r\n\r\n")[2]
+    assert (b"Connection: close" in head) == closes
+
+
+def test_read_body_dechunks_and_decompresses_when_both_are_used():
+    import asyncio
+    import gzip
+
+    from tritonkit.server.http11 import read_body
+
+    packed = gzip.compress(b'{"inputs": []}')
+    request = parse_request_head(
+        b"POST /v2/models/m/infer HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Encoding: gzip\r\n"
+        b"Expect: 100-continue\r\n\r\n"
+    )
+    chunks = f"{len(packed):x}\r\n".encode() + packed + b"\r\n0\r\nX-Trailer: 1\r\n\r\n"
+    client = _Collected()
+
+    async def read():
+        await read_body(_stream(chunks), client, request, LIMITS)
+
+    asyncio.run(read())
+    assert request.body == b'{"inputs": []}' and bytes(client.data) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    assert "content-encoding" not in request_bytes(request).decode().lower()
