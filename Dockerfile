@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
-# The tritonkit image: the `tritonkit` CLI, run by the Helm chart's batch jobs (`tritonkit score ...`) and its
-# gateway (`tritonkit gateway ...`, hence the gateway extra).
+# The tritonkit image: the `tritonkit` CLI, run by the Helm chart's batch jobs (`tritonkit score ...`), its
+# gateway (`tritonkit gateway ...`, hence the gateway extra) and its guard sidecar (`tritonkit guard ...`, the
+# validating front of Triton's HTTP endpoint).
 # Triton itself runs from NVIDIA's image (helm/tritonkit/values.yaml: image.*); this one is a client.
 #
 #   docker build -t tritonkit:0.1.0 .

@@ -16,6 +16,7 @@
 | 11 | DeadlineExceededError | no answer within the latency budget |
 | 12 | OutputError | results could not be written |
 | 13 | OutputInUseError | another run holds the output (one run per output at a time): retry later |
+| 14 | ServerCrashedError | the embedded Triton crashed (or was killed) while serving and was not restarted |
 
 Each class carries its code as `exit_code`; a subclass inherits its parent's unless it says otherwise.
 `score --rejects-exit-code N` gives a RowsRejectedError the code N instead of 8 (0: such a run is done).
@@ -177,6 +178,17 @@ class StoreError(TritonKitError):
 
 class StoreUnavailableError(StoreError):
     """The prediction store cannot be reached (Redis down, SQLite file missing or unreadable)."""
+
+
+class ServerCrashedError(TritonKitError):
+    """The embedded Triton exited while serving without being asked to (a crash, a kill) and was not
+    restarted (`--restart no`, or its restarts kept failing)."""
+
+    exit_code = 14
+
+    def __init__(self, message: str, *, code: int, signal_name: str | None = None, log_file=None):
+        self.code, self.signal_name, self.log_file = code, signal_name, str(log_file) if log_file else None
+        super().__init__(message)
 
 
 def exit_code_for(error: BaseException) -> int:

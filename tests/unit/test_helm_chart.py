@@ -224,15 +224,15 @@ def test_deployment_runs_pinned_triton_image_with_static_models_when_defaults() 
 
 
 def test_deployment_exposes_http_grpc_and_metrics_ports_when_defaults() -> None:
-    """Container ports http 8000, grpc 8001, metrics 8002, matching Triton's flags."""
-    container = triton_container(render())
+    """Container ports http 8000, grpc 8001, metrics 8002, matching Triton's flags (without the guard sidecar)."""
+    container = triton_container(render({"guard": {"enabled": False}}))
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http": 8000, "grpc": 8001, "metrics": 8002}
     assert {"--http-port=8000", "--grpc-port=8001", "--metrics-port=8002"} <= set(container["args"])
 
 
 def test_deployment_probes_triton_health_endpoints_when_defaults() -> None:
-    """Liveness on /v2/health/live, readiness and a long startup window on /v2/health/ready."""
-    container = triton_container(render())
+    """Liveness on /v2/health/live, readiness and a long startup window on /v2/health/ready (no guard)."""
+    container = triton_container(render({"guard": {"enabled": False}}))
     assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
     startup = container["startupProbe"]
@@ -390,7 +390,7 @@ def test_service_names_ports_for_grpc_aware_proxies_when_defaults() -> None:
     service = main_service(manifests)
     assert service["spec"]["type"] == "ClusterIP"
     ports = {p["name"]: p for p in service["spec"]["ports"]}
-    assert set(ports) == {"http", "grpc", "metrics"}
+    assert set(ports) == {"http", "grpc", "metrics", "guard-metrics"}  # http and guard-metrics: the guard's
     assert ports["grpc"]["appProtocol"] == "grpc" and ports["grpc"]["targetPort"] == "grpc"
     selector = service["spec"]["selector"].items()
     assert selector <= only(manifests, "Deployment")["spec"]["template"]["metadata"]["labels"].items()
@@ -472,7 +472,9 @@ def test_servicemonitor_scrapes_metrics_port_of_triton_service_when_enabled() ->
     (excluded,) = selector["matchExpressions"]
     assert excluded["operator"] == "DoesNotExist" and excluded["key"] in headless["metadata"]["labels"]
     assert excluded["key"] not in main_service(manifests)["metadata"]["labels"]
-    assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "15s"}]
+    assert monitor["spec"]["endpoints"] == [
+        {"port": port, "path": "/metrics", "interval": "15s"} for port in ("metrics", "guard-metrics")
+    ]
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
 
 
@@ -493,7 +495,7 @@ def test_networkpolicy_admits_release_pods_and_listed_peers_when_enabled() -> No
     assert [p["port"] for p in inference["ports"]] == ["http", "grpc"]
     assert inference["from"][0] == {"podSelector": {"matchLabels": {"app.kubernetes.io/instance": RELEASE}}}
     assert inference["from"][1]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "apps"}
-    assert [p["port"] for p in metrics["ports"]] == ["metrics"]
+    assert [p["port"] for p in metrics["ports"]] == ["metrics", "guard-metrics"]
     assert metrics["from"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "monitoring"}
 
 

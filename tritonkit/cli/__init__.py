@@ -16,7 +16,7 @@ from rich.console import Console
 from typer._click import ClickException  # typer vendors click
 from typer.core import TyperGroup
 
-from tritonkit.cli import bench, export, gateway, hybrid, plan, predict, score, serve
+from tritonkit.cli import bench, export, gateway, guard, hybrid, plan, predict, score, serve
 from tritonkit.errors import NotFreshError, RowsRejectedError, TritonKitError, exit_code_for
 
 ENV_PREFIX = "TRITONKIT"
@@ -45,6 +45,7 @@ class KitGroup(TyperGroup):
 app = typer.Typer(cls=KitGroup, add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0])
 app.add_typer(export.export_app, name="export")
 app.command("serve")(serve.serve)
+app.command("guard")(guard.guard)
 app.command("predict")(predict.predict)
 app.command("models")(predict.models)
 app.command("score")(score.score)

@@ -6,6 +6,10 @@ container (where the native C++ backend takes it). Several requests per `execute
 batching) are concatenated, run once and split back in order; a request whose input does not
 fit the model gets its own error response and the others in its batch are still served.
 
+Floating-point inputs holding NaN or infinity (a JSON `NaN`, `1e400` read as FP32) are refused by
+default: a model scores them as some ordinary label without a word. The config parameter
+`allow_non_finite_inputs: "true"` lets them through for models that handle them.
+
 This file runs inside Triton's Python backend stub, not inside the tritonkit package: it imports
 only numpy, onnxruntime and `triton_python_backend_utils`.
 
@@ -204,6 +208,7 @@ class TritonPythonModel:
             providers = [("CUDAExecutionProvider", {"device_id": device}), "CPUExecutionProvider"]
         self.session = ort.InferenceSession(path, sess_options=options, providers=providers)
         self.batching = config.get("max_batch_size", 0) > 0
+        self.allow_non_finite = params.get("allow_non_finite_inputs", "false").strip().lower() == "true"
         self.inputs = [(t.name, _ORT_TO_NUMPY[t.type], _dims(t.shape)) for t in self.session.get_inputs()]
         self.output_names = [t.name for t in self.session.get_outputs()]
         self.output_dtypes = {
@@ -226,6 +231,8 @@ class TritonPythonModel:
                 raise ValueError(
                     f"model '{self.model_name}': input '{name}' has dtype {array.dtype}, expected {np.dtype(dtype)}"
                 )
+            if not self.allow_non_finite and array.dtype.kind == "f" and not np.isfinite(array).all():
+                raise ValueError(_non_finite(self.model_name, name, array, self.batching))
             if len(array.shape) != len(dims) or any(d != -1 and d != s for d, s in zip(dims, array.shape)):
                 raise ValueError(
                     f"model '{self.model_name}': input '{name}' has shape {list(array.shape)}, expected {dims}"
@@ -295,6 +302,16 @@ def _from_dlpack(name, value):
     if not value.flags.writeable:  # numpy refuses to export read-only arrays through DLPack
         value = value.copy()
     return pb_utils.Tensor.from_dlpack(name, value)
+
+
+def _non_finite(model, name, array, batching):
+    position = np.argwhere(~np.isfinite(array))[0]
+    value = array[tuple(position)]
+    where = f"row {position[0]}" if batching and len(position) else f"position {position.tolist()}"
+    return (
+        f"model '{model}': input '{name}' holds {value} at {where}; non-finite values are refused "
+        '(set the config parameter allow_non_finite_inputs to "true" to accept them)'
+    )
 
 
 def _error(message):
