@@ -1,8 +1,9 @@
 # syntax=docker/dockerfile:1
 # The tritonkit client image: `pip install tritonkit` and nothing more (predict, score, lookup, freshness, the
-# gateway, plan, models), run by the Helm chart's batch Jobs (`tritonkit score ...`) and its gateway. No torch,
-# no onnx, no Triton: Triton runs from NVIDIA's image (helm/tritonkit/values.yaml: image.*); exporting models,
-# benchmarks and Spark are extras installed where they run (README: Installing).
+# gateway, the guard, plan, models), run by the Helm chart's batch Jobs (`tritonkit score ...`), its gateway
+# (`tritonkit gateway ...`) and its guard sidecar (`tritonkit guard ...`, the validating front of Triton's HTTP
+# endpoint). No torch, no onnx, no Triton: Triton runs from NVIDIA's image (helm/tritonkit/values.yaml:
+# image.*); exporting models, benchmarks and Spark are extras installed where they run (README: Installing).
 #
 #   docker build -t tritonkit:0.1.0 .
 #   docker run --rm tritonkit:0.1.0 score --help
@@ -29,7 +30,8 @@ assert len(absent) == 6, absent" \
         -exec rm -rf {} + \
     && rm -f /opt/tritonkit/lib/python3*/site-packages/pyarrow/*flight* \
     && /opt/tritonkit/bin/python -c "import numpy, pandas, pyarrow.csv, pyarrow.dataset, pyarrow.fs, pyarrow.json, \
-pyarrow.parquet, tritonclient.grpc, tritonclient.http, tritonkit.clients.score, tritonkit.clients.hybrid" \
+pyarrow.parquet, tritonclient.grpc, tritonclient.http, tritonkit.clients.score, tritonkit.clients.hybrid, \
+tritonkit.clients.gateway.server, tritonkit.clients.store, tritonkit.server.guard, granian, uvloop, xxhash, yaml" \
     && /opt/tritonkit/bin/tritonkit --help > /dev/null
 
 FROM ${PYTHON_IMAGE}

@@ -28,17 +28,20 @@ $(CLIENT_STAMP): pyproject.toml
 
 client-env: $(CLIENT_STAMP)
 
-# The embedded server's own environment (tritonserver, numpy<2, onnxruntime): built once, in the user's cache
-# folder or at $TRITONKIT_SERVER_ENV; a marker check when it is there.
+# The embedded server's own environment (tritonserver, numpy<2, onnxruntime, tokenizers; SERVER_GROUPS adds
+# trees for the fil backend, torch for the pytorch backend): built once, in the user's cache folder or at
+# $TRITONKIT_SERVER_ENV; a marker check when it is there.
+SERVER_GROUPS ?=
 server-env: $(STAMP)
-	$(BIN)/tritonkit server-env
+	$(BIN)/tritonkit server-env $(if $(SERVER_GROUPS),--with $(SERVER_GROUPS))
 
 demo: $(STAMP) server-env
 	bash scripts/demo.sh
 
 # The client's tests in the client-only environment (modules that need an extra skip, naming it), then the
 # whole suite in the `[all]` one, which also drives the client environment against the real server
-# (tests/integration/test_client_install.py).
+# (tests/integration/test_client_install.py). The suite serves fil and pytorch models too.
+test: SERVER_GROUPS = trees,torch
 test: $(STAMP) $(CLIENT_STAMP) server-env
 	bash scripts/ensure-redis.sh
 	VENV=$(VENV) bash scripts/ensure-perf-analyzer.sh

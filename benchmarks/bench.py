@@ -48,7 +48,12 @@ from pathlib import Path
 
 import numpy as np
 
-from tritonkit.benchmarks.defaults import DEFAULT_PRICE_BATCH_PER_HOUR, DEFAULT_PRICE_REALTIME_PER_HOUR, SCENARIOS
+from tritonkit.benchmarks.defaults import (
+    DEFAULT_PRICE_BATCH_PER_HOUR,
+    DEFAULT_PRICE_REALTIME_PER_HOUR,
+    OPT_IN_SCENARIOS,
+    SCENARIOS,
+)
 from tritonkit.benchmarks.report import (
     CLIENT_BOUND_PERCENT,
     HEADLINE_COLUMNS,
@@ -88,9 +93,10 @@ class BenchOptions:
     def __post_init__(self):
         self.out = Path(self.out)
         self.seconds = self.seconds or (3.0 if self.quick else 10.0)
-        unknown = sorted(set(self.scenarios) - set(SCENARIOS))
+        unknown = sorted(set(self.scenarios) - set(SCENARIOS) - set(OPT_IN_SCENARIOS))
         if unknown:
-            raise SystemExit(f"unknown scenario(s) {', '.join(unknown)}; expected some of {', '.join(SCENARIOS)}")
+            valid = ", ".join(SCENARIOS + OPT_IN_SCENARIOS)
+            raise SystemExit(f"unknown scenario(s) {', '.join(unknown)}; expected some of {valid}")
         workload = workload_for(self.model)
         if self.offline_rows is None and workload is not None:
             self.offline_rows = workload.offline_rows[0 if self.quick else 1]
@@ -515,6 +521,12 @@ def run(options: BenchOptions, command: str = "", log=print) -> dict:
                     summary["offline"] = run_offline(
                         url, models, workload.name, options.offline_rows, options.offline_concurrency, tmp
                     )
+            # --- hybrid: the gateway against a seed-style service (benchmarks/hybrid.py, its own hybrid.md)
+            if "hybrid" in options.scenarios:
+                from tritonkit.benchmarks import hybrid
+
+                summary["hybrid"] = hybrid.run(url, onnx, options, out, log)
+            # --- end hybrid
         finally:
             if server is not None:
                 server.stop()

@@ -282,6 +282,13 @@ def translate(error: BaseException, model: str, endpoint: Endpoint, budget_ms: f
     if isinstance(error, (TimeoutError, asyncio.TimeoutError)):
         return DeadlineExceededError(model, budget_ms or 0.0, budget_ms or 0.0)
     name = type(error).__name__
+    if name == "JSONDecodeError" or isinstance(error, UnicodeDecodeError):  # json's or rapidjson's
+        return ServerError(
+            f"{where} answered with something that is not Triton's JSON ({error}); is {endpoint.url} Triton's "
+            f"{endpoint.protocol.upper()} port? (the metrics port, 8002 by default, answers all paths in plain text)",
+            model=model,
+            status="BAD_RESPONSE",
+        )
     if isinstance(error, (OSError, HTTPException)) or name in _AIOHTTP_TRANSIENT:
         return ServerUnavailableError(f"cannot talk to {where}: {name}: {error}", model=model, status="UNAVAILABLE")
     return ServerError(f"{where}: {name}: {error}", model=model)

@@ -1,9 +1,13 @@
 """Hybrid serving: read batch-precomputed predictions from the store, fall back to a live Triton call.
 
 A lookup that finds a fresh entry is a hit. A missing or too old entry (a miss, or stale) is scored live
-with the entity's features (given, or read from a feature table) and, by default, written back with
-source "realtime". When the store itself fails, lookups degrade to live calls and say so. The hit rate
-is the number to watch; `check_freshness` watches the batch runs that feed the store.
+with the entity's features (given, or read from a feature table file, or else from the store's online
+feature store, read in the same round trip as the entry) and, by default, written back with source
+"realtime". Store calls are bounded by the lookup's budget (`timeout_s`): a store file another writer
+holds locked costs a lookup its budget at most, never SQLite's own 10 s wait. When the store itself
+fails, lookups degrade to live calls and say so. The hit rate is the number to watch; `check_freshness`
+watches the batch runs that feed the store. `tritonkit gateway` serves the same decisions over HTTP
+(`tritonkit.clients.gateway`); this client is the one-process form behind `tritonkit lookup`.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tritonkit.clients.realtime import TritonClient
-from tritonkit.clients.store import Entry, PredictionStore, StoreError, row_outputs
+from tritonkit.clients.store import Entry, FeatureRow, PredictionStore, StoreError, row_outputs
 from tritonkit.errors import ServerError, UsageError
 
 logger = logging.getLogger(__name__)
@@ -130,7 +134,8 @@ class HybridClient:
         max_age_s: entries older than this are stale; None: any unexpired entry is fresh.
         fallback: "realtime" (score misses and stale entries live) or "none".
         write_back: store live results with source "realtime".
-        feature_source: where features come from when a lookup gives none.
+        feature_source: where features come from when a lookup gives none (default: the store's).
+        timeout_s: a lookup's budget for its store calls (default: the Triton client's, else 10 s).
     """
 
     def __init__(
@@ -142,6 +147,7 @@ class HybridClient:
         fallback: str = "realtime",
         write_back: bool = True,
         feature_source: FeatureTable | None = None,
+        timeout_s: float | None = None,
     ):
         if fallback not in FALLBACKS:
             raise UsageError(f"fallback is {fallback!r}; expected one of {', '.join(FALLBACKS)}")
@@ -152,6 +158,7 @@ class HybridClient:
         self.store, self.triton, self.model = store, triton, model
         self.max_age_s, self.fallback, self.write_back = max_age_s, fallback, write_back
         self.feature_source = feature_source
+        self.timeout_s = timeout_s or (triton.endpoint.timeout_s if triton is not None else 10.0)
         self._counts = HybridStats()
         self._lock = threading.Lock()
 
@@ -169,22 +176,32 @@ class HybridClient:
     def lookup(self, entity_id: str, features: dict | None = None) -> LookupResult:
         """The entity's prediction: from the store when fresh, else live (per `fallback`)."""
         entity_id = str(entity_id)
-        now = time.time()
+        now, deadline = time.time(), time.monotonic() + self.timeout_s
+        wants_features = features is None and self.feature_source is None and self.fallback == "realtime"
         try:
-            entry = self.store.get(self.model, entity_id)
+            found = self.store.get_many(self.model, [entity_id], features=wants_features, timeout_s=self.timeout_s)[0]
         except StoreError as e:
             logger.warning("prediction store unavailable, falling back to %s: %s", self.fallback, e)
             self._count(lookups=1, store_errors=1)
-            return self._live(entity_id, features, "store_unavailable", None, f"store unavailable: {e}", now)
+            return self._live(entity_id, features, "store_unavailable", None, f"store unavailable: {e}", now, deadline)
+        entry = found.entry
         if entry is not None and (self.max_age_s is None or entry.age_s(now) <= self.max_age_s):
             self._count(lookups=1, hit=1)
             return LookupResult(entity_id, entry.outputs, entry.source, entry.age_s(now), "hit", entry.model_version)
         status = "miss" if entry is None else "stale"
         self._count(lookups=1, **{status: 1})
-        return self._live(entity_id, features, status, entry, None, now)
+        return self._live(entity_id, features, status, entry, None, now, deadline, found.features)
 
     def _live(
-        self, entity_id: str, features: dict | None, status: str, stale: Entry | None, detail: str | None, now: float
+        self,
+        entity_id: str,
+        features: dict | None,
+        status: str,
+        stale: Entry | None,
+        detail: str | None,
+        now: float,
+        deadline: float,
+        stored: FeatureRow | None = None,
     ) -> LookupResult:
         if self.fallback == "none":
             if stale is not None:
@@ -193,7 +210,9 @@ class HybridClient:
                 )
             return LookupResult(entity_id, None, None, None, status, None, detail)
         try:
-            prediction = self.triton.predict(self.model, self._features(entity_id, features))
+            record = self._features(entity_id, features, stored)
+            left_ms = max(1.0, (deadline - time.monotonic()) * 1000)
+            prediction = self.triton.predict(self.model, record, timeout_ms=left_ms)
         except ServerError as e:
             self._count(fallback_errors=1)
             if stale is None:
@@ -213,16 +232,19 @@ class HybridClient:
         if self.write_back and status != "store_unavailable":
             entry = Entry(entity_id, self.model, prediction.model_version, outputs, time.time(), "realtime")
             try:
-                self.store.put_many([entry])
+                self.store.put_many([entry], timeout_s=max(0.001, deadline - time.monotonic()))
             except StoreError as e:
                 logger.warning("could not write the live prediction for entity %s back: %s", entity_id, e)
                 self._count(store_errors=1)
                 detail = f"write-back failed: {e}"
         return LookupResult(entity_id, outputs, "live", 0.0, status, prediction.model_version, detail)
 
-    def _features(self, entity_id: str, features: dict | None) -> dict:
+    def _features(self, entity_id: str, features: dict | None, stored: FeatureRow | None) -> dict:
         if features is not None:
             return features
+        if self.feature_source is None and stored is not None:
+            inputs = {t.name for t in self.triton.metadata(self.model).inputs}
+            return {name: value for name, value in stored.values.items() if name in inputs}
         if self.feature_source is not None:
             inputs = [t.name for t in self.triton.metadata(self.model).inputs]
             found = self.feature_source.features(entity_id, inputs)
@@ -233,8 +255,8 @@ class HybridClient:
                 f"{self.feature_source.path}, so it cannot be scored live"
             )
         raise UsageError(
-            f"entity `{entity_id}` has no fresh prediction for model `{self.model}`; "
-            "pass its features (or a feature table) to score it live"
+            f"entity `{entity_id}` has no fresh prediction for model `{self.model}` and no features in the store; "
+            "pass its features (or a feature table), or push them (`tritonkit features push`), to score it live"
         )
 
 

@@ -1,9 +1,12 @@
 """File columns to model inputs: mapping by name, conversion and row-level validation for bulk scoring.
 
-Columns map to inputs by name from the server's metadata; `--map column=input` covers the rest,
+Columns map to inputs by name from the server's metadata (a vector input also by the `feature_names`
+its config lists, as tabular exports write); `--map column=input` covers the rest,
 `--map a,b,c=input` stacks scalar columns into one vector input, and a list column (Parquet list,
 JSON array) feeds a vector input directly. Conversion is vectorised; a row whose value does not fit
-gets a reason naming the column, the value and what was expected, and only that row is rejected.
+gets a reason naming the column, the value and what was expected, and only that row is rejected. A
+null is rejected too, except for an input the model's config lists in `missing_inputs` (NaN for
+numbers, empty text for BYTES: how tabular exports take missing values).
 """
 
 from __future__ import annotations
@@ -65,6 +68,10 @@ def plan(meta: ModelMeta, file_columns: list[str], maps: dict[str, tuple[str, ..
             )
         width = math.prod(inner) if inner else 1
         columns = maps.get(tensor.name, (tensor.name,))
+        named = meta.feature_names  # the config names the columns behind a vector input (sklearn, FIL exports)
+        unmapped = tensor.name not in maps and tensor.name not in file_columns and len(meta.inputs) == 1
+        if unmapped and len(named) == width and all(c in file_columns for c in named):
+            columns = named
         missing = [c for c in columns if c not in file_columns]
         if missing:
             raise UsageError(
@@ -120,6 +127,8 @@ def _from_python(value, tensor: TensorMeta):
             if value.strip().lower() not in _BOOL_TEXT:
                 raise ValueError("not a boolean")
             value = _BOOL_TEXT[value.strip().lower()]
+        elif value.strip().lower() in ("true", "false"):  # one rule for every format: true is 1, false 0
+            value = int(value.strip().lower() == "true")
         elif not (_INT_TEXT if tensor.numpy_dtype.kind in "iu" else _FLOAT_TEXT).fullmatch(value):
             raise ValueError("not finite" if value.strip().lower().lstrip("+-") in _NON_FINITE else "not a number")
         else:
@@ -132,6 +141,8 @@ def _python(values: list, name: str, tensor: TensorMeta, rows: _Rows) -> np.ndar
     out = np.zeros(len(values), dtype=tensor.numpy_dtype)
     if tensor.datatype == "BYTES":
         out[:] = b""
+    elif tensor.missing and out.dtype.kind == "f":
+        out[:] = np.nan
     bad = np.zeros(len(values), dtype=bool)
     why: dict[int, str] = {}
     for i, value in enumerate(values):
@@ -162,13 +173,28 @@ def _fast(column: pa.Array, tensor: TensorMeta) -> bool:
     )
 
 
+def _is_text(kind: pa.DataType) -> bool:
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind)
+
+
+def _text(column: pa.Array, nulls: np.ndarray) -> np.ndarray:
+    """A text column as BYTES in one Arrow cast; nulls (rejected, or missing values) as empty text."""
+    out = pc.cast(column, pa.binary()).to_numpy(zero_copy_only=False)
+    if nulls.any():
+        out[nulls] = b""
+    return out
+
+
 def _scalar(column: pa.Array, name: str, tensor: TensorMeta, rows: _Rows, json_text: bool = False) -> np.ndarray:
     """One scalar column as a numpy vector of the input's dtype; bad rows rejected, left as 0."""
     dtype = tensor.numpy_dtype
     nulls = column.is_null().to_numpy(zero_copy_only=False)
-    rows.reject(nulls, lambda i: f"`{name}` is missing (null); input `{tensor.name}` expects {tensor.datatype}")
+    if not tensor.missing:  # an input in the model's `missing_inputs` takes nulls: NaN, or empty text
+        rows.reject(nulls, lambda i: f"`{name}` is missing (null); input `{tensor.name}` expects {tensor.datatype}")
     if json_text:
         return _python([None if v is None else json.loads(v) for v in column.to_pylist()], name, tensor, rows)
+    if tensor.datatype == "BYTES" and _is_text(column.type):
+        return _text(column, nulls)
     if not _fast(column, tensor):
         return _python(column.to_pylist(), name, tensor, rows)
     text = pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
@@ -183,10 +209,10 @@ def _scalar(column: pa.Array, name: str, tensor: TensorMeta, rows: _Rows, json_t
         cast = pc.cast(source, pa.from_numpy_dtype(dtype))  # safe: refuses truncation and overflow
     except _CAST_ERRORS:
         return _python(column.to_pylist(), name, tensor, rows)
-    out = np.zeros(len(column), dtype=dtype)
+    out = np.full(len(column), np.nan if tensor.missing and dtype.kind == "f" else 0, dtype=dtype)
     out[~nulls] = cast.drop_null().to_numpy(zero_copy_only=False)
     if dtype.kind == "f":
-        finite = np.isfinite(out)
+        finite = np.isfinite(out) | (np.isnan(out) if tensor.missing else False)
         source_finite = (
             np.isfinite(source.to_numpy(zero_copy_only=False).astype(np.float64))
             if pa.types.is_floating(source.type)

@@ -17,6 +17,7 @@ class TensorMeta:
     name: str
     datatype: str
     shape: tuple[int, ...]
+    missing: bool = False  # takes a missing value (NaN for numbers, empty text for BYTES): config `missing_inputs`
 
     @property
     def numpy_dtype(self) -> np.dtype:
@@ -33,22 +34,31 @@ class ModelMeta:
     inputs: tuple[TensorMeta, ...]
     outputs: tuple[TensorMeta, ...]
     max_batch_size: int
+    feature_names: tuple[str, ...] = ()  # config `feature_names`: the column behind each value of a vector input
 
     @classmethod
     def from_responses(cls, metadata: dict, config: dict) -> ModelMeta:
         """Builds from the JSON forms of the metadata and config responses (gRPC or HTTP alike)."""
         config = config.get("config", config)
+        parameters = {k: (v or {}).get("string_value", "") for k, v in (config.get("parameters") or {}).items()}
+        missing = set(filter(None, parameters.get("missing_inputs", "").split(",")))
 
-        def tensors(items):
-            return tuple(TensorMeta(t["name"], t["datatype"], tuple(int(d) for d in t.get("shape", []))) for t in items)
+        def tensors(items, takes_missing=frozenset()):
+            return tuple(
+                TensorMeta(
+                    t["name"], t["datatype"], tuple(int(d) for d in t.get("shape", [])), t["name"] in takes_missing
+                )
+                for t in items
+            )
 
         return cls(
             name=metadata["name"],
             versions=tuple(metadata.get("versions", [])),
             platform=metadata.get("platform", ""),
-            inputs=tensors(metadata.get("inputs", [])),
+            inputs=tensors(metadata.get("inputs", []), missing),
             outputs=tensors(metadata.get("outputs", [])),
             max_batch_size=int(config.get("max_batch_size", 0)),
+            feature_names=tuple(filter(None, parameters.get("feature_names", "").split(","))),
         )
 
     @property
@@ -126,13 +136,17 @@ def to_array(value, tensor: TensorMeta) -> np.ndarray:
     """A JSON value (scalar or rectangular nested lists) as an array of the tensor's dtype, values unchanged.
 
     Numbers must fit the dtype exactly: finite and in range for floats, integral and in range for
-    integers; BOOL takes booleans (or 0/1), BYTES takes text (or numbers, as their text). Raises
-    ValueError saying why not.
+    integers; BOOL takes booleans (or 0/1), BYTES takes text (or numbers, as their text). An input that
+    takes missing values (`TensorMeta.missing`) also takes None and NaN: NaN for numbers, empty text
+    for BYTES. Raises ValueError saying why not.
     """
     if tensor.datatype == "BYTES":
         array = np.asarray(value, dtype=object)
-        return np.vectorize(_to_bytes, otypes=[object])(array) if array.size else array
+        convert = _missing_or_bytes if tensor.missing else _to_bytes
+        return np.vectorize(convert, otypes=[object])(array) if array.size else array
     dtype = tensor.numpy_dtype
+    if tensor.missing and dtype.kind == "f":
+        value = _none_as_nan(value)
     try:
         raw = np.asarray(value)
     except (ValueError, TypeError):
@@ -169,13 +183,30 @@ def to_array(value, tensor: TensorMeta) -> np.ndarray:
             raw = raw.astype(np.float64)
         except OverflowError:
             raise ValueError("out of range") from None
-    if raw.dtype.kind == "f" and not np.isfinite(raw).all():
+    given = ~np.isnan(raw) if tensor.missing and raw.dtype.kind == "f" else True  # NaN: a missing value
+    if raw.dtype.kind == "f" and not np.isfinite(raw[given]).all():
         raise ValueError("not finite")
     with np.errstate(over="ignore"):
         array = raw.astype(dtype)
-    if not np.isfinite(array).all():
+    if not np.isfinite(array[given]).all():
         raise ValueError(f"out of range for {tensor.datatype}")
     return array
+
+
+def _none_as_nan(value):
+    """None (a missing value, at any depth of nested lists) as NaN."""
+    if value is None:
+        return float("nan")
+    if isinstance(value, list):
+        return [_none_as_nan(v) for v in value]
+    return value
+
+
+def _missing_or_bytes(value) -> bytes:
+    """Text as bytes; a missing value (None, NaN) as empty text, which the exported graph reads as missing."""
+    if value is None or (isinstance(value, (float, np.floating)) and np.isnan(value)):
+        return b""
+    return _to_bytes(value)
 
 
 def _number(value):

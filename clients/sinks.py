@@ -1,17 +1,20 @@
 """Where bulk results go: one part file per finished chunk, and the final output written in chunk order.
 
-A part appears by atomic rename only once its chunk is fully scored, so after a crash (kill -9
-included) the parts present are exactly the finished chunks. Parts are uncompressed Arrow IPC
-files, cheap to write and to read back, because the final output is written once, as
-the run goes (`OrderedOutput`), not re-encoded from the parts at the end. The final output grows in
-a temporary file and is renamed into place only when every chunk is in: it is never left
-half-written.
+A part appears whole only once its chunk is fully scored (locally by atomic rename; on object storage
+by one PUT under the chunk's own key, written once), so after a crash (kill -9 included) the parts
+present are exactly the finished chunks. Parts are uncompressed Arrow IPC files, cheap to write and to
+read back, because the final output is written once, as the run goes (`OrderedOutput`), not re-encoded
+from the parts at the end. The final output grows in a local temporary file and is put in place only
+when every chunk is in (a rename, or one upload whose completion makes the object appear): it is never
+left half-written.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import shutil
+import os
+import tempfile
 from pathlib import Path
 
 import pyarrow as pa
@@ -19,15 +22,23 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from tritonkit import atomic
-from tritonkit.clients import formats
+from tritonkit.clients import formats, storage
+from tritonkit.clients.storage import Location
 from tritonkit.errors import UsageError
 
 REJECT_SCHEMA = pa.schema([("row", pa.int64()), ("id", pa.string()), ("reason", pa.string())])
+DIGEST_KEY = b"tritonkit.input_digest"  # a part's footer: the fingerprint of the input chunk it was scored from
 
 
-def output_format(path: Path, requested: str | None) -> str:
+def output_format(path: Path | Location, requested: str | None) -> str:
     """The format asked for, else the one the output's suffix names, else Parquet."""
-    return formats.checked(requested) if requested else formats.of(path) or "parquet"
+    return formats.checked(requested) if requested else formats.of(path.name) or "parquet"
+
+
+def staging_dir(target: Location) -> Path:
+    """Where an object storage output grows before its upload: `TRITONKIT_STAGING_DIR` (default: the temp dir)."""
+    base = Path(os.environ.get("TRITONKIT_STAGING_DIR") or tempfile.gettempdir())
+    return base / "tritonkit-staging" / hashlib.sha256(target.uri.encode()).hexdigest()[:16]
 
 
 class PartStore:
@@ -35,12 +46,13 @@ class PartStore:
 
     SUFFIX = ".arrow"
 
-    def __init__(self, output: Path):
-        self.dir = output.with_name(output.name + ".parts")
+    def __init__(self, output: Path | Location):
+        output = storage.locate(output)
+        self.dir = output.sibling(output.name + ".parts")
 
     @property
-    def manifest_path(self) -> Path:
-        return self.dir / "manifest.json"
+    def manifest_path(self) -> Location:
+        return self.dir.child("manifest.json")
 
     def exists(self) -> bool:
         return self.manifest_path.exists()
@@ -49,7 +61,7 @@ class PartStore:
         if self.exists():
             if not resume:
                 raise UsageError(f"an unfinished run left {self.dir}: pass --resume to continue it, or remove it")
-            previous = json.loads(self.manifest_path.read_text())
+            previous = json.loads(self.manifest_path.read_bytes())
             changed = sorted(k for k in set(previous) | set(manifest) if previous.get(k) != manifest.get(k))
             if changed:
                 raise UsageError(
@@ -57,11 +69,15 @@ class PartStore:
                     "remove it to start over"
                 )
             return
-        self.dir.mkdir(parents=True, exist_ok=True)
-        atomic.write_bytes(self.manifest_path, json.dumps(manifest, indent=1).encode())
+        self.dir.mkdir()
+        self.manifest_path.write_bytes(json.dumps(manifest, indent=1).encode())
 
     def done_chunks(self) -> set[int]:
-        return {int(p.stem.split("-")[1]) for p in self.dir.glob(f"chunk-*{self.SUFFIX}")}
+        return {
+            int(f.name[len("chunk-") : -len(self.SUFFIX)])
+            for f in self.dir.files()
+            if f.name.startswith("chunk-") and f.name.endswith(self.SUFFIX)
+        }
 
     def counts(self, chunk: int) -> tuple[int, int]:
         """(rows scored, rows rejected) recorded in a finished chunk's parts."""
@@ -75,22 +91,28 @@ class PartStore:
             rejects
         ) if rejects.exists() else REJECT_SCHEMA.empty_table()
 
-    def _path(self, kind: str, chunk: int) -> Path:
-        return self.dir / f"{kind}-{chunk:08d}{self.SUFFIX}"
+    def digest(self, chunk: int) -> str | None:
+        """The input fingerprint a finished chunk's part records (None for a part without one)."""
+        with self._path("chunk", chunk).open_input_file() as source:
+            value = (pa.ipc.open_file(source).metadata or {}).get(DIGEST_KEY)
+        return value.decode() if value else None
 
-    def write(self, chunk: int, scored: pa.Table, rejects: pa.Table) -> None:
-        """Rejects first, then the scored part: the scored part's presence marks the chunk done."""
-        _atomic_ipc(rejects, self._path("rejects", chunk))
-        _atomic_ipc(scored, self._path("chunk", chunk))
+    def _path(self, kind: str, chunk: int) -> Location:
+        return self.dir.child(f"{kind}-{chunk:08d}{self.SUFFIX}")
+
+    def write(self, chunk: int, scored: pa.Table, rejects: pa.Table, digest: str = "") -> None:
+        """Rejects first, then the scored part (with the input chunk's `digest`): its presence marks the chunk done."""
+        _write_ipc(rejects, self._path("rejects", chunk))
+        _write_ipc(scored, self._path("chunk", chunk), {DIGEST_KEY: digest.encode()} if digest else None)
 
     def remove(self) -> None:
-        shutil.rmtree(self.dir)
+        self.dir.delete_dir()
 
 
 class OrderedOutput:
-    """The final output and rejects files, appended chunk by chunk in input order, renamed into place by `commit`."""
+    """The final output and rejects files, appended chunk by chunk in input order, put in place by `commit`."""
 
-    def __init__(self, output: Path, rejects: Path, fmt: str):
+    def __init__(self, output: Location, rejects: Location, fmt: str):
         self._files = [
             _Appender(output, fmt),
             _Appender(rejects, "jsonl" if rejects.suffix == ".jsonl" else output_format(rejects, None), REJECT_SCHEMA),
@@ -111,14 +133,18 @@ class OrderedOutput:
 
 
 class _Appender:
-    def __init__(self, target: Path, fmt: str, schema: pa.Schema | None = None):
+    """One output file growing in a local temporary file: beside the target, or in the staging folder when
+    the target is in object storage."""
+
+    def __init__(self, target: Location, fmt: str, schema: pa.Schema | None = None):
         self.target, self.fmt, self.schema = target, fmt, schema
-        self.tmp = atomic.temporary_path(target)
+        local = Path(target.path) if target.local else staging_dir(target) / target.name
+        self.tmp = atomic.temporary_path(local)
         self._writer = None
         self._handle = None
 
     def _open(self, schema: pa.Schema) -> None:
-        self.target.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp.parent.mkdir(parents=True, exist_ok=True)
         self.schema = schema
         if self.fmt == "parquet":
             # Dictionary-encode only the text columns (model name and version, ids, segments): trying it on
@@ -154,7 +180,13 @@ class _Appender:
             self._writer.close()
         else:
             self._handle.close()
-        atomic.commit(self.tmp, self.target)
+        if self.target.local:
+            atomic.commit(self.tmp, Path(self.target.path))
+            return
+        try:
+            self.target.upload(self.tmp)
+        finally:
+            self.tmp.unlink(missing_ok=True)
 
     def abort(self) -> None:
         try:
@@ -166,13 +198,16 @@ class _Appender:
             self.tmp.unlink(missing_ok=True)
 
 
-def _atomic_ipc(table: pa.Table, path: Path) -> None:
-    with atomic.atomic_file(path) as handle, pa.ipc.new_file(handle, table.schema) as writer:
+def _write_ipc(table: pa.Table, where: Location, metadata: dict | None = None) -> None:
+    """Serialised in memory, then written whole: a rename into place, or one PUT."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, table.schema, metadata=metadata) as writer:
         writer.write_table(table)
+    where.write_bytes(sink.getvalue())
 
 
-def _read_ipc(path: Path) -> pa.Table:
-    with pa.OSFile(str(path)) as source:
+def _read_ipc(where: Location) -> pa.Table:
+    with where.open_input_file() as source:
         return pa.ipc.open_file(source).read_all()
 
 

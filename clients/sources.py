@@ -7,6 +7,7 @@ numbering is what makes resuming and sharding exact.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,11 +17,11 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from tritonkit.clients import formats
+from tritonkit.clients import formats, storage, unify
+from tritonkit.clients.unify import JSON_TEXT_KEY  # noqa: F401 (re-exported)
 from tritonkit.errors import UsageError
 
 JSON_ERROR_COLUMN = "__json_error__"
-JSON_TEXT_KEY = b"tritonkit.json_text"  # field metadata: the column holds JSON text (mixed types in JSON Lines)
 
 
 @dataclass(frozen=True)
@@ -30,8 +31,11 @@ class Chunk:
     table: pa.Table
 
 
-def input_format(path: Path) -> str:
-    fmt = formats.of(path)
+InputFile = Path | storage.Location  # a local file, or an object in object storage
+
+
+def input_format(path: InputFile) -> str:
+    fmt = formats.of(path.name)
     if fmt is None:
         raise UsageError(
             f"input {path} has suffix {path.suffix!r}; expected one of {', '.join(sorted(formats.SUFFIXES))}"
@@ -39,48 +43,96 @@ def input_format(path: Path) -> str:
     return fmt
 
 
-def input_files(path: Path) -> list[Path]:
-    """The files of an input: the file itself, or a folder's supported files sorted by relative path."""
+def _loc(path: InputFile) -> storage.Location:
+    return path if isinstance(path, storage.Location) else storage.locate(path)
+
+
+def input_files(path: Path | str, exclude: tuple = ()) -> list[InputFile]:
+    """The files of an input: the file itself, or a folder's supported files sorted by relative path.
+
+    Paths under `exclude` (a run's own output, rejects and parts, when they sit inside the input folder)
+    are left out, so a run never reads its own results back as input. An object storage URI gives Locations.
+    """
+    if storage.is_uri(path):
+        return _object_files(storage.locate(path), exclude)
     path = Path(path)
     if not path.exists():
         raise UsageError(f"input {path} does not exist")
     if path.is_file():
         input_format(path)
         return [path]
-    files = sorted(p for p in path.rglob("*") if p.is_file() and formats.of(p) and not p.name.startswith((".", "_")))
+    skip = [_loc(p).path for p in exclude]
+    return _checked(path, sorted(p for p in path.rglob("*") if p.is_file() and _wanted(_loc(p).path, skip)))
+
+
+def _wanted(path: str, skip: list[str]) -> bool:
+    name = path.rpartition("/")[2]
+    if not formats.of(name) or name.startswith((".", "_")):
+        return False
+    return not any(path == s or path.startswith(s.rstrip("/") + "/") for s in skip)
+
+
+def _object_files(where: storage.Location, exclude: tuple) -> list[storage.Location]:
+    if where.is_file():
+        input_format(where)
+        return [where]
+    skip = [_loc(p).path for p in exclude]
+    files = [f for f in where.files() if _wanted(f.path, skip)]
+    if not files and not where.exists():
+        raise UsageError(f"input {where} does not exist")
+    return _checked(where, files)
+
+
+def _checked(folder, files: list) -> list:
     if not files:
-        raise UsageError(f"input folder {path} holds no {', '.join(sorted(formats.SUFFIXES))} files")
+        raise UsageError(f"input folder {folder} holds no {', '.join(sorted(formats.SUFFIXES))} files")
     if len({input_format(p) for p in files}) > 1:
-        raise UsageError(f"input folder {path} mixes formats; score one format per run")
+        raise UsageError(f"input folder {folder} mixes formats; score one format per run")
     return files
 
 
-def fingerprint(files: list[Path]) -> list[dict]:
-    """What identifies an input for resuming: paths, sizes and modification times."""
-    return [{"path": str(p.resolve()), "size": p.stat().st_size, "mtime_ns": p.stat().st_mtime_ns} for p in files]
+def identity(files: list[InputFile]) -> list[dict]:
+    """The input's files for a resume's manifest: paths and sizes. Their content is checked chunk by chunk
+    (`tritonkit.clients.fingerprint`), so a file touched without a change resumes, and an edit that keeps
+    the size and the modification time does not."""
+    return [{"path": _loc(p).uri, "size": _loc(p).size()} for p in files]
 
 
-def count_rows(files: list[Path]) -> int | None:
+def column_types(files: list[InputFile], column: str) -> list[tuple[str, pa.DataType]]:
+    """(file name, type) of `column` in each Parquet file that has it (from the footers; no data read)."""
+    found = []
+    for p in files:
+        if input_format(p) == "parquet" and not _empty(p):
+            try:
+                schema = pq.ParquetFile(_loc(p).open_input_file()).schema_arrow
+            except (pa.ArrowInvalid, OSError):
+                continue  # reading says which file is broken
+            if column in schema.names:
+                found.append((p.name, schema.field(column).type))
+    return found
+
+
+def count_rows(files: list[InputFile]) -> int | None:
     """Total rows when cheap to know (Parquet footers); None otherwise."""
     if all(input_format(p) == "parquet" for p in files):
         try:
-            return sum(pq.ParquetFile(p).metadata.num_rows for p in files if not _empty(p))
+            return sum(pq.ParquetFile(_loc(p).open_input_file()).metadata.num_rows for p in files if not _empty(p))
         except (pa.ArrowInvalid, OSError):
             return None  # reading says which file is broken
     return None
 
 
-def _empty(path: Path) -> bool:
+def _empty(path: InputFile) -> bool:
     """A file with nothing in it (0 bytes, or only blank lines for text formats) holds no rows."""
-    size = path.stat().st_size
+    size = _loc(path).size()
     if size == 0 or input_format(path) == "parquet" or size > 4096:
         return size == 0
-    return not path.read_bytes().strip()
+    return not _loc(path).read_bytes().strip()
 
 
-def _parquet_batches(path: Path, columns: list[str] | None) -> Iterator[pa.RecordBatch]:
+def _parquet_batches(path: InputFile, columns: list[str] | None) -> Iterator[pa.RecordBatch]:
     try:
-        reader = pq.ParquetFile(path)
+        reader = pq.ParquetFile(_loc(path).open_input_file())
     except (pa.ArrowInvalid, OSError) as e:
         raise UsageError(f"input {path} is not a readable Parquet file: {e}") from None
     with reader:
@@ -88,27 +140,30 @@ def _parquet_batches(path: Path, columns: list[str] | None) -> Iterator[pa.Recor
         yield from reader.iter_batches(batch_size=65_536, columns=present)  # missing columns become nulls
 
 
-def _csv_batches(path: Path, columns: list[str] | None, string_columns: list[str]) -> Iterator[pa.RecordBatch]:
+def _csv_batches(
+    path: InputFile, columns: list[str] | None, string_columns: list[str], binary_columns: list[str] = ()
+) -> Iterator[pa.RecordBatch]:
     # Feature columns are read as text and cast by the validator, so one bad value rejects one row
-    # instead of failing the whole block's type conversion.
+    # instead of failing the whole block's type conversion; the id column as bytes, decoded by `ids`.
+    types = {c: pa.binary() for c in binary_columns} | {c: pa.string() for c in string_columns}
     convert = pacsv.ConvertOptions(
-        column_types={c: pa.string() for c in string_columns},
+        column_types=types,
         include_columns=columns,
         include_missing_columns=True,
         strings_can_be_null=True,
     )
     try:
         with pacsv.open_csv(
-            path, read_options=pacsv.ReadOptions(block_size=8 << 20), convert_options=convert
+            _loc(path).open_input_stream(), read_options=pacsv.ReadOptions(block_size=8 << 20), convert_options=convert
         ) as reader:
             yield from reader
     except pa.ArrowInvalid as e:  # a row with another number of fields, a value unlike its column's type
         raise UsageError(f"input {path} is not valid CSV: {e}") from None
 
 
-def _jsonl_batches(path: Path, columns: list[str] | None, rows: int = 65_536) -> Iterator[pa.RecordBatch]:
+def _jsonl_batches(path: InputFile, columns: list[str] | None, rows: int = 65_536) -> Iterator[pa.RecordBatch]:
     """JSON Lines, one object per line; a line that is not a JSON object (or not UTF-8) becomes a row with an error."""
-    with open(path, "rb") as handle:
+    with io.BufferedReader(_loc(path).open_input_stream(), 1 << 20) as handle:
         records: list[dict] = []
         for number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -144,8 +199,8 @@ def _records_to_batch(records: list[dict], columns: list[str] | None) -> pa.Reco
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
             # Mixed types (or integers past 64 bits) in one column: keep each value as JSON text, marked
             # so the validator reads it back exactly and rejects only the rows that don't fit.
-            arrays.append(_json_text(values))
-            fields.append(json_text_field(name))
+            arrays.append(unify.json_text(values))
+            fields.append(unify.json_text_field(name))
     return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
 
 
@@ -164,16 +219,8 @@ def _bool_lost(value, arrow_type: pa.DataType) -> bool:
     return False
 
 
-def json_text_field(name: str) -> pa.Field:
-    return pa.field(name, pa.string(), metadata={JSON_TEXT_KEY: b"1"})
-
-
-def _json_text(values: list) -> pa.Array:
-    return pa.array([None if v is None else json.dumps(v) for v in values], pa.string())
-
-
 def read_batches(
-    files: list[Path], columns: list[str] | None = None, text_columns: list[str] = ()
+    files: list[InputFile], columns: list[str] | None = None, text_columns: list[str] = (), byte_columns: list[str] = ()
 ) -> Iterator[pa.RecordBatch]:
     for path in files:
         fmt = input_format(path)
@@ -182,118 +229,39 @@ def read_batches(
         if fmt == "parquet":
             yield from _parquet_batches(path, columns)
         elif fmt == "csv":
-            yield from _csv_batches(path, columns, [c for c in text_columns if columns is None or c in columns])
+            wanted = [c for c in text_columns if columns is None or c in columns]
+            yield from _csv_batches(path, columns, wanted, [c for c in byte_columns if c not in wanted])
         else:
             yield from _jsonl_batches(path, columns)
 
 
 def chunks(
-    files: list[Path], chunk_rows: int, columns: list[str] | None = None, text_columns: list[str] = ()
+    files: list[InputFile],
+    chunk_rows: int,
+    columns: list[str] | None = None,
+    text_columns: list[str] = (),
+    byte_columns: list[str] = (),
 ) -> Iterator[Chunk]:
-    """Re-slices the file batches into chunks of exactly `chunk_rows` rows (the last may be shorter)."""
+    """Re-slices the file batches into chunks of exactly `chunk_rows` rows (the last may be shorter).
+
+    CSV columns in `text_columns` are read as text, those in `byte_columns` as bytes (ids: decoded later).
+    """
     pending: list[pa.RecordBatch] = []
     held = 0
     index = 0
-    for batch in read_batches(files, columns, text_columns):
+    for batch in read_batches(files, columns, text_columns, byte_columns):
         pending.append(batch)
         held += batch.num_rows
         while held >= chunk_rows:
-            table = _table(pending)
+            table = unify.table(pending)
             yield Chunk(index, index * chunk_rows, table.slice(0, chunk_rows).combine_chunks())
             rest = table.slice(chunk_rows)
             pending, held, index = rest.to_batches(), rest.num_rows, index + 1
     if held:
-        yield Chunk(index, index * chunk_rows, _table(pending).combine_chunks())
+        yield Chunk(index, index * chunk_rows, unify.table(pending).combine_chunks())
 
 
-def _table(batches: list[pa.RecordBatch]) -> pa.Table:
-    """One table from batches whose schemas may differ (later files, JSON Lines blocks): no value is lost.
-
-    A column missing from a batch is null there. Where types differ, each batch is cast to the first
-    batch's type when that is exact (Arrow's safe cast), else to a common type Arrow promotes to
-    (int64 and double -> double, when exact); failing both, the column becomes JSON text.
-    """
-    schemas = [b.schema for b in batches]
-    if all(s.equals(schemas[0], check_metadata=True) for s in schemas):
-        return pa.Table.from_batches(batches, schema=schemas[0])
-    names = list(dict.fromkeys(n for s in schemas for n in s.names))
-    fields = []
-    for name in names:
-        present = [s.field(name) for s in schemas if name in s.names]
-        typed = [f for f in present if not pa.types.is_null(f.type)] or present
-        if all(f.equals(typed[0], check_metadata=True) for f in typed):
-            fields.append(typed[0])
-            continue
-        candidates = [typed[0]]
-        try:
-            candidates.append(
-                pa.unify_schemas([pa.schema([f.remove_metadata()]) for f in typed], promote_options="permissive").field(
-                    0
-                )
-            )
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-            pass
-        for field in candidates:
-            if all(_cast(b, name, field) is not None for b in batches if name in b.schema.names):
-                fields.append(field)
-                break
-        else:
-            fields.append(json_text_field(name))
-    schema = pa.schema(fields)
-    return pa.Table.from_batches([_conform(b, schema) for b in batches], schema=schema)
-
-
-def _cast(batch: pa.RecordBatch, name: str, field: pa.Field) -> pa.Array | None:
-    """The batch's column as `field` wants it, exactly; None when that would change a value."""
-    column = batch.column(name)
-    current = batch.schema.field(name)
-    if current.equals(field, check_metadata=True):
-        return column
-    if field.metadata and field.metadata.get(JSON_TEXT_KEY) == b"1":
-        if current.metadata and current.metadata.get(JSON_TEXT_KEY) == b"1":
-            return column
-        return _json_text(column.to_pylist())
-    if current.metadata and current.metadata.get(JSON_TEXT_KEY) == b"1" or not _same_kind(column.type, field.type):
-        return None if column.null_count < len(column) else pa.nulls(len(column), field.type)
-    try:
-        return column.cast(field.type, safe=True)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-        return None
-
-
-def _same_kind(source: pa.DataType, target: pa.DataType) -> bool:
-    """Casts that keep what a value is: numbers stay numbers, text stays text, booleans stay booleans."""
-    if pa.types.is_null(source):
-        return True
-    numeric = (pa.types.is_integer, pa.types.is_floating)
-    if any(f(source) for f in numeric) and any(f(target) for f in numeric):
-        return True
-    for kind in (pa.types.is_boolean, pa.types.is_string, pa.types.is_large_string, pa.types.is_binary):
-        if kind(source):
-            return kind(target) or pa.types.is_large_string(target) and pa.types.is_string(source)
-    nested = (pa.types.is_list, pa.types.is_large_list, pa.types.is_fixed_size_list)
-    if any(f(source) for f in nested) and any(f(target) for f in nested):
-        return _same_kind(source.value_type, target.value_type)
-    if pa.types.is_struct(source) and pa.types.is_struct(target):
-        fields = {target.field(i).name: target.field(i).type for i in range(target.num_fields)}
-        return all(
-            source.field(i).name in fields and _same_kind(source.field(i).type, fields[source.field(i).name])
-            for i in range(source.num_fields)
-        )
-    return source == target
-
-
-def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-    arrays = []
-    for field in schema:
-        if field.name in batch.schema.names:
-            arrays.append(_cast(batch, field.name, field))
-        else:
-            arrays.append(pa.nulls(batch.num_rows, field.type))
-    return pa.RecordBatch.from_arrays(arrays, schema=schema)
-
-
-def column_names(files: list[Path]) -> list[str]:
+def column_names(files: list[InputFile]) -> list[str]:
     """The columns of the first file that is not empty (read from its header, without reading the data)."""
     path = next((p for p in files if not _empty(p)), None)
     if path is None:
@@ -301,15 +269,16 @@ def column_names(files: list[Path]) -> list[str]:
     fmt = input_format(path)
     try:
         if fmt == "parquet":
-            return pq.ParquetFile(path).schema_arrow.names
+            return pq.ParquetFile(_loc(path).open_input_file()).schema_arrow.names
         if fmt == "csv":
-            with pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 20)) as reader:
+            stream = _loc(path).open_input_stream()
+            with pacsv.open_csv(stream, read_options=pacsv.ReadOptions(block_size=1 << 20)) as reader:
                 return reader.schema.names
     except (pa.ArrowInvalid, OSError) as e:
         raise UsageError(f"input {path} is not a readable {fmt} file: {e}") from None
     names: dict[str, None] = {}
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        for line, _ in zip(handle, range(1000)):
+    with io.TextIOWrapper(io.BufferedReader(_loc(path).open_input_stream()), encoding="utf-8", errors="replace") as f:
+        for line, _ in zip(f, range(1000)):
             try:
                 record = json.loads(line)
             except (ValueError, RecursionError):

@@ -2,8 +2,12 @@
 
 An entry is one entity's latest prediction from one model, with its model version, time and source
 ("batch" or "realtime"). Entries expire per source (batch 24 h, real time 1 h by default); an expired
-entry reads as absent. Two implementations share one protocol: SQLite (one file, the embedded default,
-in `store_sqlite`) and Redis (the production choice, in `store_redis`); `open_store(url)` picks one.
+entry reads as absent. Beside the predictions, the online feature store: per entity, the features the
+model takes (`FeatureRow`, written by `score --features` and `tritonkit features push`), with the time
+they were written and their own TTL (7 days by default), so a live fallback scores exactly what the batch
+scored. Two implementations share one protocol: SQLite (one file, the embedded default, in
+`store_sqlite`) and Redis (the production choice, in `store_redis`); `open_store(url)` picks one, and
+`store_async.open_async_store(url)` gives the gateway's asyncio form of either.
 """
 
 from __future__ import annotations
@@ -11,19 +15,23 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 from urllib.parse import parse_qsl, urlencode
 
 import numpy as np
+from orjson import loads as json_loads  # noqa: F401 (for the stores: several times faster than json on the hit path)
 
 from tritonkit.errors import StoreError, StoreUnavailableError, UsageError  # noqa: F401 (re-exported)
 
 SOURCES = ("batch", "realtime")
 DEFAULT_TTL_S = {"batch": 24 * 3600.0, "realtime": 3600.0}
+DEFAULT_FEATURES_TTL_S = 7 * 24 * 3600.0
 SCHEMES = ("sqlite", "redis", "rediss")
 TTL_PARAMS = {"batch_ttl": "batch", "realtime_ttl": "realtime"}
+FEATURES_TTL_PARAM = "features_ttl"
+RESERVED_FEATURE_PREFIX = "@"  # `@at` holds a feature row's time in the Redis hash
 RUN_KEYS = (
     "run_id",
     "model",
@@ -86,18 +94,79 @@ class Entry:
         }
 
 
+@dataclass(frozen=True)
+class FeatureRow:
+    """One entity's features for one model, as the online feature store holds them.
+
+    Args:
+        entity_id: the entity the features describe.
+        model: the model whose inputs they are (the feature namespace).
+        values: feature (input) name -> JSON value (a number, a string, a list).
+        updated_at: when they were written, in unix seconds.
+    """
+
+    entity_id: str
+    model: str
+    values: dict
+    updated_at: float
+
+    def __post_init__(self):
+        for name in self.values:
+            if not isinstance(name, str) or not name or name.startswith(RESERVED_FEATURE_PREFIX):
+                raise UsageError(
+                    f"feature name {name!r} of entity `{self.entity_id}` cannot be stored: "
+                    f"it must be non-empty text not starting with {RESERVED_FEATURE_PREFIX!r}"
+                )
+
+    def encoded(self) -> dict[str, str]:
+        """Each value as JSON text; raises UsageError naming the entity and feature when one cannot be."""
+        encoded = {}
+        for name, value in self.values.items():
+            try:
+                encoded[name] = json.dumps(_plain(value), separators=(",", ":"), allow_nan=False)
+            except (TypeError, ValueError) as e:
+                raise UsageError(
+                    f"feature `{name}` of entity `{self.entity_id}` (model `{self.model}`) is not storable as JSON: {e}"
+                ) from e
+        return encoded
+
+    def age_s(self, now: float) -> float:
+        return max(0.0, now - self.updated_at)
+
+
+@dataclass(frozen=True)
+class Found:
+    """What one store read found for one entity: its prediction entry and its features (each may be None)."""
+
+    entity_id: str
+    entry: Entry | None = None
+    features: FeatureRow | None = field(default=None)
+
+
 @runtime_checkable
 class PredictionStore(Protocol):
     """What every prediction store does. Failures to reach it raise StoreUnavailableError."""
 
     url: str
     ttl_s: dict[str, float]
+    features_ttl_s: float
 
-    def put_many(self, entries: list[Entry]) -> None:
-        """Writes all entries or none of them (one transaction per call); the newest write wins."""
+    def put_many(
+        self, entries: list[Entry], features: list[FeatureRow] | None = None, timeout_s: float | None = None
+    ) -> None:
+        """Writes all entries (and feature rows) or none of them, in one transaction; the newest write wins.
+        `timeout_s` bounds the wait for a lock held by another writer (SQLite)."""
 
-    def get(self, model: str, entity_id: str) -> Entry | None:
+    def get(self, model: str, entity_id: str, timeout_s: float | None = None) -> Entry | None:
         """The entity's entry, or None when there is none or it has expired."""
+
+    def get_many(
+        self, model: str, entity_ids: list[str], features: bool = False, timeout_s: float | None = None
+    ) -> list[Found]:
+        """Entries (and, with `features`, feature rows) of many entities in one round trip, in order."""
+
+    def put_features(self, rows: list[FeatureRow], timeout_s: float | None = None) -> None:
+        """Merges each row's values over the entity's stored features, all rows or none; renews their TTL."""
 
     def record_run(self, model: str, run: dict) -> None:
         """Stores the summary of a finished batch run (see `normalize_run`)."""
@@ -128,8 +197,31 @@ def open_store(url: str, ttl_s: dict[str, float] | None = None) -> PredictionSto
 
     `sqlite:///abs/path.db` (or `sqlite://relative/path.db`), `redis://host:port/db`, `rediss://...`
     for TLS. TTLs come from `ttl_s` ({"batch": s, "realtime": s}) or the URL's query,
-    `?batch_ttl=24h&realtime_ttl=1h`; the defaults are in DEFAULT_TTL_S.
+    `?batch_ttl=24h&realtime_ttl=1h&features_ttl=7d`; the defaults are DEFAULT_TTL_S and
+    DEFAULT_FEATURES_TTL_S.
     """
+    parsed = parse_store_url(url, ttl_s)
+    if parsed.kind == "sqlite":
+        from tritonkit.clients.store_sqlite import SQLiteStore
+
+        return SQLiteStore(parsed.location, ttl_s=parsed.ttl_s, features_ttl_s=parsed.features_ttl_s)
+    from tritonkit.clients.store_redis import RedisStore
+
+    return RedisStore(parsed.location, ttl_s=parsed.ttl_s, features_ttl_s=parsed.features_ttl_s)
+
+
+@dataclass(frozen=True)
+class StoreURL:
+    """A checked store URL: kind ("sqlite" or "redis"), location (the SQLite path or the Redis URL), TTLs."""
+
+    kind: str
+    location: str
+    ttl_s: dict
+    features_ttl_s: float
+
+
+def parse_store_url(url: str, ttl_s: dict[str, float] | None = None) -> StoreURL:
+    """Checks a store URL and reads its TTL parameters (see `open_store`)."""
     scheme, sep, rest = str(url).partition("://")
     if not sep or scheme not in SCHEMES:
         raise UsageError(
@@ -138,12 +230,16 @@ def open_store(url: str, ttl_s: dict[str, float] | None = None) -> PredictionSto
         )
     location, _, query = rest.partition("?")
     ttls = dict(DEFAULT_TTL_S)
+    features_ttl = DEFAULT_FEATURES_TTL_S
     passthrough = []
     for key, value in parse_qsl(query, keep_blank_values=True):
         if key in TTL_PARAMS:
             ttls[TTL_PARAMS[key]] = parse_duration(value, f"store URL parameter {key}")
+        elif key == FEATURES_TTL_PARAM:
+            features_ttl = parse_duration(value, f"store URL parameter {key}")
         elif scheme == "sqlite":
-            raise UsageError(f"store URL parameter {key!r} is unknown; valid ones: {', '.join(TTL_PARAMS)}")
+            valid = ", ".join([*TTL_PARAMS, FEATURES_TTL_PARAM])
+            raise UsageError(f"store URL parameter {key!r} is unknown; valid ones: {valid}")
         else:
             passthrough.append((key, value))
     for source, seconds in (ttl_s or {}).items():
@@ -151,20 +247,25 @@ def open_store(url: str, ttl_s: dict[str, float] | None = None) -> PredictionSto
             raise UsageError(f"TTL given for source {source!r}; valid sources: {', '.join(SOURCES)}")
         ttls[source] = float(seconds)
     if scheme == "sqlite":
-        from tritonkit.clients.store_sqlite import SQLiteStore
-
         if not location:
             raise UsageError("store URL sqlite:// names no file; use sqlite:///abs/path/predictions.db")
-        return SQLiteStore(location, ttl_s=ttls)
-    from tritonkit.clients.store_redis import RedisStore
-
+        return StoreURL("sqlite", location, ttls, features_ttl)
     redis_url = f"{scheme}://{location}" + ("?" + urlencode(passthrough) if passthrough else "")
-    return RedisStore(redis_url, ttl_s=ttls)
+    return StoreURL("redis", redis_url, ttls, features_ttl)
 
 
 def redact(url: str) -> str:
     """`url` without its password, fit for logs and messages."""
     return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", str(url))
+
+
+def newer_version(version: str, than: str) -> bool:
+    """Whether model version `version` is newer than `than` (numbers compared as numbers; "" is unknown)."""
+    if not version or not than:
+        return False
+    if version.isdigit() and than.isdigit():
+        return int(version) > int(than)
+    return version != than and max(version, than) == version
 
 
 def check_model_name(model: str) -> str:

@@ -1,7 +1,10 @@
 """The SQLite prediction store: one file, no server; the embedded default.
 
 Each entry row carries its `expires_at` (predicted_at + the source's TTL): reads treat expired rows as
-absent, and writers purge them now and then. WAL mode lets readers run while a batch run writes.
+absent, and writers purge them now and then. WAL mode lets readers run while a batch run writes; a
+writer that finds the file locked by another waits at most the call's `timeout_s` (10 s by default), so
+a caller with a latency budget is never held longer than its budget. Features live in their own table,
+one JSON object per entity, merged on write (SQLite's json_patch).
 """
 
 from __future__ import annotations
@@ -14,9 +17,22 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from tritonkit.clients.store import Entry, StoreError, StoreUnavailableError, check_model_name, normalize_run
+from tritonkit.clients.store import (
+    DEFAULT_FEATURES_TTL_S,
+    Entry,
+    FeatureRow,
+    Found,
+    StoreError,
+    StoreUnavailableError,
+    check_model_name,
+    json_loads,
+    normalize_run,
+)
 
 logger = logging.getLogger(__name__)
+
+LOCK_WAIT_S = 10.0  # longest wait for another writer's lock when a call gives no timeout_s
+IN_CHUNK = 500  # entity ids per `IN (...)` query (SQLite allows 999 parameters in older builds)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS predictions (
@@ -31,6 +47,14 @@ CREATE TABLE IF NOT EXISTS predictions (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS predictions_by_age ON predictions (model, predicted_at);
 CREATE INDEX IF NOT EXISTS predictions_by_expiry ON predictions (expires_at);
+CREATE TABLE IF NOT EXISTS features (
+    model TEXT NOT NULL,
+    entity_id TEXT NOT NULL,
+    features TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (model, entity_id)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS runs (
     model TEXT NOT NULL,
     run_id TEXT NOT NULL,
@@ -43,6 +67,12 @@ _PUT = (
     "INSERT OR REPLACE INTO predictions (model, entity_id, model_version, outputs, predicted_at, source, "
     "expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
+_PUT_FEATURES = (
+    "INSERT INTO features (model, entity_id, features, updated_at, expires_at) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (model, entity_id) DO UPDATE SET "
+    "features = CASE WHEN features.expires_at > ? THEN json_patch(features.features, excluded.features) "
+    "ELSE excluded.features END, updated_at = excluded.updated_at, expires_at = excluded.expires_at"
+)
 
 
 class SQLiteStore:
@@ -54,22 +84,32 @@ class SQLiteStore:
         purge_interval_s: writers delete expired rows at most this often.
     """
 
-    def __init__(self, path: str | Path, ttl_s: dict[str, float], purge_interval_s: float = 60.0):
+    def __init__(
+        self,
+        path: str | Path,
+        ttl_s: dict[str, float],
+        purge_interval_s: float = 60.0,
+        features_ttl_s: float = DEFAULT_FEATURES_TTL_S,
+    ):
         self.path = Path(path)
         self.url = f"sqlite://{self.path}" if self.path.is_absolute() else f"sqlite://{path}"
         self.ttl_s = dict(ttl_s)
+        self.features_ttl_s = float(features_ttl_s)
         self.purge_interval_s = purge_interval_s
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.RLock()
         self._last_purge = 0.0
 
     @contextmanager
-    def _db(self, action: str):
-        """The open connection, under the lock; SQLite failures become StoreUnavailableError."""
+    def _db(self, action: str, timeout_s: float | None = None):
+        """The open connection, under the lock, waiting at most `timeout_s` for another writer's lock;
+        SQLite failures become StoreUnavailableError."""
+        wait_ms = int(max(0.001, LOCK_WAIT_S if timeout_s is None else timeout_s) * 1000)
         with self._lock:
             try:
                 if self._conn is None:
-                    self._conn = self._connect()
+                    self._conn = self._connect(wait_ms)
+                self._conn.execute(f"PRAGMA busy_timeout = {wait_ms}")
                 yield self._conn
             except sqlite3.Error as e:
                 self._drop()
@@ -78,8 +118,8 @@ class SQLiteStore:
                     f"prediction store {self.url} failed to {action}: {e}{hint}", url=self.url
                 ) from e
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
+    def _connect(self, wait_ms: int) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=wait_ms / 1000, isolation_level=None, check_same_thread=False)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
@@ -110,43 +150,89 @@ class SQLiteStore:
             predicted_at + self.ttl_s[entry.source],
         )
 
-    def put_many(self, entries: list[Entry]) -> None:
-        """Writes every entry in one transaction: an error part-way (or a crash) leaves none visible."""
-        if not entries:
+    def _feature_row(self, row: FeatureRow, now: float) -> tuple:
+        check_model_name(row.model)
+        at = float(row.updated_at)
+        values = "{" + ",".join(f"{json.dumps(k)}:{v}" for k, v in row.encoded().items()) + "}"
+        return (row.model, str(row.entity_id), values, at, at + self.features_ttl_s, now)
+
+    def put_many(
+        self, entries: list[Entry], features: list[FeatureRow] | None = None, timeout_s: float | None = None
+    ) -> None:
+        """Writes every entry and feature row in one transaction: an error part-way (or a crash) leaves none
+        visible. Waits at most `timeout_s` for another writer's lock (StoreUnavailableError after)."""
+        if not entries and not features:
             return
-        with self._db("write predictions") as conn:
+        now = time.time()
+        rows = [self._row(e) for e in entries]  # everything is encoded before the transaction begins
+        feature_rows = [self._feature_row(f, now) for f in features or []]
+        with self._db("write predictions", timeout_s) as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                conn.executemany(_PUT, (self._row(e) for e in entries))
+                conn.executemany(_PUT, rows)
+                conn.executemany(_PUT_FEATURES, feature_rows)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
             if time.time() - self._last_purge >= self.purge_interval_s:
-                self.purge_expired()
+                self.purge_expired(timeout_s=timeout_s)
 
-    def get(self, model: str, entity_id: str) -> Entry | None:
-        with self._db("read a prediction") as conn:
-            row = conn.execute(
-                "SELECT model_version, outputs, predicted_at, source FROM predictions "
-                "WHERE model = ? AND entity_id = ? AND expires_at > ?",
-                (model, str(entity_id), time.time()),
-            ).fetchone()
-        if row is None:
-            return None
+    def put_features(self, rows: list[FeatureRow], timeout_s: float | None = None) -> None:
+        self.put_many([], rows, timeout_s)
+
+    def get(self, model: str, entity_id: str, timeout_s: float | None = None) -> Entry | None:
+        return self.get_many(model, [entity_id], timeout_s=timeout_s)[0].entry
+
+    def get_features(self, model: str, entity_id: str, timeout_s: float | None = None) -> FeatureRow | None:
+        return self.get_many(model, [entity_id], features=True, timeout_s=timeout_s)[0].features
+
+    def get_many(
+        self, model: str, entity_ids: list[str], features: bool = False, timeout_s: float | None = None
+    ) -> list[Found]:
+        ids = list(dict.fromkeys(str(e) for e in entity_ids))
+        entries, rows = {}, {}
+        now = time.time()
+        with self._db("read a prediction" if len(ids) == 1 else "read predictions", timeout_s) as conn:
+            for start in range(0, len(ids), IN_CHUNK):
+                part = ids[start : start + IN_CHUNK]
+                marks = ",".join("?" * len(part))
+                entries.update(
+                    (r[0], r[1:])
+                    for r in conn.execute(
+                        "SELECT entity_id, model_version, outputs, predicted_at, source FROM predictions "
+                        f"WHERE model = ? AND expires_at > ? AND entity_id IN ({marks})",
+                        (model, now, *part),
+                    )
+                )
+                if features:
+                    rows.update(
+                        (r[0], r[1:])
+                        for r in conn.execute(
+                            "SELECT entity_id, features, updated_at FROM features "
+                            f"WHERE model = ? AND expires_at > ? AND entity_id IN ({marks})",
+                            (model, now, *part),
+                        )
+                    )
+        return [self._found(model, str(e), entries.get(str(e)), rows.get(str(e))) for e in entity_ids]
+
+    def _found(self, model: str, entity_id: str, entry: tuple | None, row: tuple | None) -> Found:
         try:
-            outputs = json.loads(row[1])
-        except json.JSONDecodeError as e:
+            decoded = Entry(entity_id, model, entry[0], json_loads(entry[1]), entry[2], entry[3]) if entry else None
+            features = FeatureRow(entity_id, model, json_loads(row[0]), row[1]) if row else None
+        except ValueError as e:
             raise StoreError(
-                f"entry `{entity_id}` of model `{model}` in {self.url} is not valid JSON: {e}", url=self.url
+                f"entry or features of `{entity_id}` (model `{model}`) in {self.url} are not valid JSON: {e}",
+                url=self.url,
             ) from e
-        return Entry(str(entity_id), model, row[0], outputs, row[2], row[3])
+        return Found(entity_id, decoded, features)
 
-    def purge_expired(self, now: float | None = None) -> int:
-        """Deletes expired entries; returns how many."""
+    def purge_expired(self, now: float | None = None, timeout_s: float | None = None) -> int:
+        """Deletes expired entries and feature rows; returns how many."""
         now = time.time() if now is None else now
-        with self._db("purge expired predictions") as conn:
+        with self._db("purge expired predictions", timeout_s) as conn:
             deleted = conn.execute("DELETE FROM predictions WHERE expires_at <= ?", (now,)).rowcount
+            deleted += conn.execute("DELETE FROM features WHERE expires_at <= ?", (now,)).rowcount
         self._last_purge = now
         if deleted:
             logger.info("purged %d expired predictions from %s", deleted, self.url)

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tritonkit import atomic
-from tritonkit.clients import formats
+from tritonkit.clients import formats, storage
 from tritonkit.clients.score import ScoreOptions, ScoreReport, score
 from tritonkit.clients.sinks import PartStore, output_format
 from tritonkit.errors import TritonKitError, UsageError
@@ -51,6 +50,8 @@ class Watcher:
         settle_s: float = 1.0,
         on_file: Callable[[Path, ScoreReport], None] | None = None,
     ):
+        if storage.is_uri(str(folder)) or storage.is_uri(str(out_dir)):
+            raise UsageError("--watch follows a local folder into a local --output folder; object storage has no watch")
         folder, out_dir = Path(folder), Path(out_dir)
         if not folder.is_dir():
             raise UsageError(f"--watch {folder}: not a folder")
@@ -104,7 +105,7 @@ class Watcher:
             if output.exists():
                 parts = PartStore(output)
                 if parts.dir.exists():  # killed between the output's rename and the parts' removal
-                    shutil.rmtree(parts.dir, ignore_errors=True)
+                    parts.remove()
                 continue
             stat = path.stat()
             if self._failed.get(path) == (stat.st_size, stat.st_mtime_ns):
@@ -124,9 +125,10 @@ class Watcher:
             rejects=self.out_dir / f"{path.stem}.rejects.jsonl",
             format=self.fmt,
         )
-        report = score(options)
+        return score(options)
+
+    def _write_report(self, path: Path, report: ScoreReport) -> None:
         atomic.write_text(self.out_dir / f"{path.stem}.report.json", json.dumps(report.to_dict(), indent=2))
-        return report
 
     def run_once(self) -> WatchResult:
         """One pass: scores every ready file; a file that fails is reported and left for the next start."""
@@ -143,6 +145,7 @@ class Watcher:
             result.scored.append(str(path))
             if self.on_file is not None:
                 self.on_file(path, report)
+            self._write_report(path, report)  # after the file's line: a report on disk means the line is out
         return result
 
     def run(self, poll_s: float = 2.0, should_stop: Callable[[], bool] = lambda: False) -> WatchResult:

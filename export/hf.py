@@ -11,8 +11,7 @@
 - `NAME` (`platform: "ensemble"`): tokenizer then encoder, so clients send raw strings and the
   tokenization cannot drift between callers.
 
-The typed ModelConfig has no `ensemble_scheduling`: the ensemble's config.pbtxt is built as Triton's
-protobuf message from the typed part plus the steps, and written with the same text generator.
+The ensemble's config.pbtxt is built by `ensemble.py` (the typed ModelConfig has no `ensemble_scheduling`).
 In NVIDIA's Triton container the tokenizer needs `pip install tokenizers` in the image.
 """
 
@@ -33,6 +32,8 @@ import torch
 
 from tritonkit import pbtxt
 from tritonkit.errors import ExportError, UsageError
+from tritonkit.export.ensemble import Step
+from tritonkit.export.ensemble import ensemble_pbtxt as build_ensemble
 from tritonkit.export.parity import Parity, compare
 from tritonkit.export.repository import new_version, next_version
 from tritonkit.export.torch_onnx import DEFAULT_OPSET, MAX_BATCH_DIM
@@ -241,15 +242,11 @@ def ensemble_pbtxt(name: str, hidden: int, max_batch_size: int) -> str:
         inputs=[TensorSpec(TEXT, "BYTES", [1])],
         outputs=[TensorSpec(OUTPUT, "FP32", [hidden])],
     )
-    msg = typed.to_proto()
-    tokenize_step = msg.ensemble_scheduling.step.add(model_name=f"{name}_tokenizer", model_version=-1)
-    tokenize_step.input_map[TEXT] = TEXT
-    encode_step = msg.ensemble_scheduling.step.add(model_name=f"{name}_encoder", model_version=-1)
-    for tensor in INPUTS:
-        tokenize_step.output_map[tensor] = tensor
-        encode_step.input_map[tensor] = tensor
-    encode_step.output_map[OUTPUT] = OUTPUT
-    return pbtxt.dump(msg)
+    steps = [
+        Step(f"{name}_tokenizer", {TEXT: TEXT}, {tensor: tensor for tensor in INPUTS}),
+        Step(f"{name}_encoder", {tensor: tensor for tensor in INPUTS}, {OUTPUT: OUTPUT}),
+    ]
+    return build_ensemble(typed, steps)
 
 
 def export_hf(

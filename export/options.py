@@ -23,9 +23,9 @@ if TYPE_CHECKING:  # numpy and the model config (protobuf, tritonclient) load wh
 
     from tritonkit.model_config import ModelConfig, ModelWarmup, QueuePolicy, TensorSpec
 
-FORMATS = ("onnx", "tensorrt")
+FORMATS = ("onnx", "tensorrt", "fil", "torchscript")
 TIMEOUT_ACTIONS = ("reject", "delay")
-KINDS = ("KIND_CPU", "KIND_GPU")
+KINDS = ("KIND_CPU", "KIND_GPU", "KIND_AUTO")
 TABULAR_MAX_BATCH_SIZE = 4096  # rows are small: let the batcher build large batches
 TENSOR_MAX_BATCH_SIZE = 64  # images, sequences: a batch of 4096 would not fit a GPU
 DEFAULT_MAX_QUEUE_DELAY_US = 0  # as churn: queued requests batch anyway; a lone caller waits for nothing
@@ -33,9 +33,15 @@ TRT_WORKSPACE_BYTES = 1 << 30
 TRT_CACHE_PATH = "/tmp/tritonkit-trt-cache"
 SAMPLE_SUFFIXES = (".csv", ".parquet", ".pq", ".npz")
 TENSORRT_HELP = (
-    "onnx, or tensorrt: the same ONNX file with ONNX Runtime's TensorRT execution accelerator in "
-    "config.pbtxt (KIND_GPU; NVIDIA's onnxruntime backend builds the TensorRT engine on the GPU at load). "
-    "No standalone .plan is built: the tensorrt package needs an NVIDIA GPU and is not installed here."
+    "onnx; tensorrt: the same ONNX file with ONNX Runtime's TensorRT execution accelerator in "
+    "config.pbtxt (KIND_GPU; NVIDIA's onnxruntime backend builds the TensorRT engine on the GPU at load; "
+    "no standalone .plan is built: the tensorrt package needs an NVIDIA GPU and is not installed here); "
+    "fil (xgboost and lightgbm only): the model file and config for Triton's FIL backend (KIND_AUTO: GPU "
+    "where there is one; nthread = --intra-op-threads; the embedded server serves it with the library's own "
+    "predict on CPU; a Pipeline becomes an ensemble NAME: NAME_preprocess (ONNX) -> NAME_trees (FIL) -> "
+    "NAME_postprocess (label)); "
+    'torchscript (torch only): <version>/model.pt with backend "pytorch" (NVIDIA\'s LibTorch backend, or '
+    "the kit's Python-based one in `tritonkit serve`), on --kind KIND_GPU or KIND_CPU."
 )
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
@@ -96,6 +102,8 @@ class ExportOptions:
             raise UsageError(f"--format is {self.format!r}; expected one of {', '.join(FORMATS)}")
         if self.kind is not None and self.kind not in KINDS:
             raise UsageError(f"--kind is {self.kind!r}; expected one of {', '.join(KINDS)}")
+        if self.format == "torchscript" and self.opset is not None:
+            raise UsageError("--opset sets the ONNX opset; drop it with --format torchscript")
         if self.format == "tensorrt" and self.kind == "KIND_CPU":
             raise UsageError("--format tensorrt runs on NVIDIA GPUs only; drop --kind KIND_CPU (it implies KIND_GPU)")
         for flag, value, minimum in (
@@ -133,6 +141,7 @@ class ExportOptions:
             raise UsageError("--preferred-batch-size needs dynamic batching; drop --no-dynamic-batching")
         if self.sample is not None:
             sample = Path(self.sample)
+            object.__setattr__(self, "sample", sample)
             if not sample.is_file():
                 raise UsageError(f"--sample {sample} does not exist")
             if sample.suffix.lower() not in SAMPLE_SUFFIXES:
@@ -157,13 +166,13 @@ class ExportOptions:
 
     @property
     def instance_kind(self) -> str:
-        """KIND_GPU for TensorRT, otherwise what --kind says (KIND_CPU by default)."""
-        return self.kind or ("KIND_GPU" if self.format == "tensorrt" else "KIND_CPU")
+        """KIND_GPU for TensorRT, KIND_AUTO for FIL, otherwise what --kind says (KIND_CPU by default)."""
+        return self.kind or {"tensorrt": "KIND_GPU", "fil": "KIND_AUTO"}.get(self.format, "KIND_CPU")
 
     @property
     def fp16_graph(self) -> bool:
-        """Whether the ONNX graph itself computes in FP16 (TensorRT takes FP32 ONNX and builds FP16 itself)."""
-        return self.fp16 and self.format == "onnx"
+        """Whether the exported graph itself computes in FP16 (TensorRT takes FP32 ONNX and builds FP16 itself)."""
+        return self.fp16 and self.format in ("onnx", "torchscript")
 
     def tolerance(self, expected: np.ndarray, atol: float, rtol: float) -> tuple[float, float]:
         """(atol, rtol) for one output: --atol/--rtol as given, else the defaults, atol scaled to the output.
@@ -200,19 +209,21 @@ class ExportOptions:
             default_queue_policy=self.queue_policy,
         )
         kind = self.instance_kind
+        torchscript = self.format == "torchscript"  # the LibTorch backend's parameter names
+        threads = (
+            ("INTRA_OP_THREAD_COUNT", "INTER_OP_THREAD_COUNT")
+            if torchscript
+            else ("intra_op_thread_count", "inter_op_thread_count")
+        )
         return ModelConfig(
             name=self.name,
-            backend="onnxruntime",
+            backend="pytorch" if torchscript else "onnxruntime",
             max_batch_size=max_batch,
             inputs=inputs,
             outputs=outputs,
             dynamic_batching=batching if self.dynamic_batching else None,
             instance_groups=[InstanceGroup(count=self.instances or (2 if kind == "KIND_CPU" else 1), kind=kind)],
-            parameters={
-                "intra_op_thread_count": str(self.intra_op_threads),
-                "inter_op_thread_count": "1",
-                **(parameters or {}),
-            },
+            parameters={threads[0]: str(self.intra_op_threads), threads[1]: "1", **(parameters or {})},
             model_warmup=self._warmup(inputs, max_batch),
             response_cache=self.response_cache,
             gpu_execution_accelerator=self._tensorrt(inputs, max_batch),
@@ -263,6 +274,7 @@ class ExportResult:
     config: ModelConfig
     parity: list = field(default_factory=list)
     checked: str = ""  # which rows parity ran on, for people: "2000 random rows + 100 rows of x.csv"
+    parts: tuple[str, ...] = ()  # an ensemble's composing models, written beside it (e.g. NAME_preprocess)
 
 
 def rename(defaults: list[str], overrides: tuple[str, ...], flag: str) -> list[str]:

@@ -46,3 +46,40 @@ def check(results: list[Parity]) -> list[Parity]:
     if bad:
         raise ExportError("exported model does not match its source: " + "; ".join(map(str, bad)))
     return results
+
+
+@dataclass(frozen=True)
+class LabelAgreement:
+    """How many predicted labels differ between the source model and the exported one."""
+
+    output: str
+    rows: int
+    mismatches: int  # differing labels where the source's vote was not a tie: each one fails the export
+    ties: int  # differing labels at a tie of the two highest probabilities (within atol)
+
+    @property
+    def ok(self) -> bool:
+        return self.mismatches == 0
+
+    def __str__(self) -> str:
+        return (
+            f"{self.output}: {self.mismatches} of {self.rows} labels differ"
+            f" ({self.ties} more at probability ties, allowed)"
+        )
+
+
+def label_agreement(output: str, expected, served, proba, atol: float) -> LabelAgreement:
+    """Labels compared as text; a difference where the two highest probabilities tie (within atol) is allowed."""
+    expected, served = np.asarray(expected).reshape(-1), np.asarray(served).reshape(-1)
+    differ = _text(expected) != _text(served)
+    ties = np.zeros(len(expected), dtype=bool)
+    if proba is not None and np.asarray(proba).shape[1] > 1:
+        top = np.sort(np.asarray(proba), axis=1)
+        ties = top[:, -1] - top[:, -2] <= atol
+    return LabelAgreement(output, len(expected), int((differ & ~ties).sum()), int((differ & ties).sum()))
+
+
+def _text(values: np.ndarray) -> np.ndarray:
+    if values.dtype == object:
+        values = np.array([v.decode() if isinstance(v, bytes) else v for v in values], dtype=object)
+    return values.astype(str)

@@ -1,9 +1,10 @@
 """scikit-learn estimators and Pipelines to ONNX (skl2onnx) in a Triton repository, checked against the estimator.
 
-The graph takes one FP32 tensor `features` [N, n_features]; a Pipeline's preprocessing is inside it, so
-batch and real-time callers cannot scale features differently. Classifiers return `label` [N, 1]
+The graph takes one FP32 tensor `features` [N, n_features], or, for a model fitted on a DataFrame that
+picks columns by name or takes text, one input per column (`columns.py`); a Pipeline's preprocessing
+is inside it, so batch and real-time callers cannot scale features differently. Classifiers return `label` [N, 1]
 (INT64 for numeric classes, BYTES for string classes) and `probabilities` [N, n_classes]; regressors
-return `prediction` [N, n_targets].
+return `prediction` [N, n_targets]; probabilities are clipped to [0, 1] inside the graph.
 
 Parity: the ONNX graph runs in onnxruntime on 2,000 random rows drawn around the scale the model was
 fitted on (and on the rows of --sample) and is compared with `predict_proba` / `predict`. The default
@@ -17,50 +18,34 @@ ties are counted and reported, any other differing label fails the export.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from tritonkit.errors import ExportError, UsageError
 from tritonkit.export.options import (
-    TABULAR_MAX_BATCH_SIZE,
     ExportOptions,
     ExportResult,
-    check_dynamic_batch,
     read_sample,
     rename,
-    specs_from_onnx,
-    versioned,
 )
-from tritonkit.export.parity import check, compare
+from tritonkit.export.parity import LabelAgreement
+from tritonkit.export.tabular import (
+    compare_predictions,
+    finish_graph,
+    fitted_parts,
+    output_names,
+    refuse_fp16,
+    run_onnx,
+    write_onnx,
+)
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 18
 ML_OPSET = 3  # ai.onnx.ml opset that goes with ONNX opset 18
 RANDOM_ROWS = 2_000
-ATOL, RTOL = 1e-5, 1e-4
-
-
-@dataclass(frozen=True)
-class LabelAgreement:
-    """How many predicted labels differ between the estimator and the ONNX graph."""
-
-    output: str
-    rows: int
-    mismatches: int  # differing labels where the estimator's vote was not a tie: each one fails the export
-    ties: int  # differing labels at a tie of the two highest probabilities (within atol)
-
-    @property
-    def ok(self) -> bool:
-        return self.mismatches == 0
-
-    def __str__(self) -> str:
-        return (
-            f"{self.output}: {self.mismatches} of {self.rows} labels differ"
-            f" ({self.ties} more at probability ties, allowed)"
-        )
+__all__ = ["LabelAgreement", "export_sklearn", "load_estimator"]
 
 
 def describe(estimator) -> str:
@@ -85,10 +70,16 @@ def load_estimator(path: Path):
         estimator = joblib.load(path)
     except Exception as e:  # unpickling raises whatever the pickled classes raise
         raise UsageError(f"{path} could not be loaded with joblib: {type(e).__name__}: {e}") from e
-    if not isinstance(estimator, BaseEstimator):
+    from tritonkit.export.trees import library_of
+
+    if not isinstance(estimator, BaseEstimator) and library_of(estimator) is None:
         raise UsageError(f"{path} holds a {type(estimator).__name__}, not a scikit-learn estimator or Pipeline")
     try:
-        check_is_fitted(estimator)
+        if hasattr(estimator, "is_fitted"):  # CatBoost: not a scikit-learn BaseEstimator
+            if not estimator.is_fitted():
+                raise NotFittedError(describe(estimator))
+        else:
+            check_is_fitted(estimator)
     except NotFittedError as e:
         raise UsageError(f"{path} holds an unfitted {describe(estimator)}: fit it before saving") from e
     return estimator
@@ -97,6 +88,8 @@ def load_estimator(path: Path):
 def feature_count(estimator, given: int | None) -> int:
     """The number of input features: the estimator's `n_features_in_`, else --n-features."""
     known = getattr(estimator, "n_features_in_", None)
+    if not known and getattr(estimator, "feature_names_", None):  # CatBoost loaded from a file says 0
+        known = len(estimator.feature_names_)
     if known is None and given is None:
         raise UsageError(f"{describe(estimator)} does not record how many features it was fitted on; pass --n-features")
     if known is not None and given is not None and int(known) != given:
@@ -126,6 +119,10 @@ def feature_scale(estimator, n: int) -> tuple[np.ndarray, np.ndarray]:
     else:
         trees = [first] if hasattr(first, "tree_") else list(np.ravel(getattr(first, "estimators_", [])))
         splits = [(t.tree_.feature, t.tree_.threshold) for t in trees if hasattr(t, "tree_")]
+        if not splits:
+            from tritonkit.export.trees import split_scale
+
+            centre, spread = split_scale(first, n) or (centre, spread)
         if splits:
             features = np.concatenate([f for f, _ in splits])
             thresholds = np.concatenate([th for _, th in splits])
@@ -168,15 +165,28 @@ def sample_rows(path: Path, estimator, n: int) -> np.ndarray:
 
 
 def convert(estimator, n: int, input_name: str, opset: int):
-    """The estimator as an ONNX ModelProto with a dynamic batch dimension (skl2onnx, no ZipMap)."""
-    from skl2onnx import to_onnx
+    """The estimator as an ONNX ModelProto taking one FP32 matrix [N, n] (skl2onnx, no ZipMap)."""
     from skl2onnx.common.data_types import FloatTensorType
+
+    return convert_types(estimator, [(input_name, FloatTensorType([None, n]))], opset)
+
+
+def convert_types(estimator, initial_types: list, opset: int):
+    """The estimator as an ONNX ModelProto with these skl2onnx input types and a dynamic batch dimension.
+
+    XGBoost, LightGBM and CatBoost estimators (alone or as a Pipeline's last step) convert through
+    the converters `trees_onnx` registers with skl2onnx.
+    """
+    from skl2onnx import to_onnx
     from sklearn.base import is_classifier
 
+    from tritonkit.export.trees_onnx import register_converters
+
+    register_converters()
     try:
         return to_onnx(
             estimator,
-            initial_types=[(input_name, FloatTensorType([None, n]))],
+            initial_types=initial_types,
             options={"zipmap": False} if is_classifier(estimator) else None,
             target_opset={"": opset, "ai.onnx.ml": ML_OPSET},
         )
@@ -196,8 +206,7 @@ def exact_standard_scalers(model, estimator) -> int:
     from onnx import TensorProto, helper, numpy_helper
     from sklearn.preprocessing import StandardScaler
 
-    found = [estimator, *estimator.get_params(deep=True).values()]
-    scalers = [s for s in found if isinstance(s, StandardScaler) and hasattr(s, "n_features_in_")]
+    scalers = [s for s in fitted_parts(estimator) if isinstance(s, StandardScaler) and hasattr(s, "n_features_in_")]
     graph, replaced = model.graph, 0
     for k, scaler in enumerate(scalers):
         n = scaler.n_features_in_
@@ -229,47 +238,7 @@ def exact_standard_scalers(model, estimator) -> int:
     return replaced
 
 
-def _rename_tensor(graph, old: str, new: str) -> None:
-    for node in graph.node:
-        node.input[:] = [new if name == old else name for name in node.input]
-        node.output[:] = [new if name == old else name for name in node.output]
-
-
-def _tensor_names(graph) -> set[str]:
-    names = {i.name for i in graph.input} | {i.name for i in graph.initializer}
-    for node in graph.node:
-        names.update(node.input)
-        names.update(node.output)
-    return names
-
-
-def name_outputs(model, names: list[str], classifier: bool) -> None:
-    """Give the graph's outputs `names`; a classifier's 1-D label becomes [N, 1] like every other output."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    graph = model.graph
-    if len(graph.output) != len(names):
-        raise ExportError(f"skl2onnx produced outputs {[o.name for o in graph.output]}; expected {len(names)}")
-    for i, new in enumerate(names):
-        old = graph.output[i].name
-        if classifier and i == 0:
-            flat = f"{old}_1d"
-            while flat in _tensor_names(graph):
-                flat += "_"
-            _rename_tensor(graph, old, flat)
-            shape = numpy_helper.from_array(np.array([-1, 1], dtype=np.int64), name=f"{flat}_shape")
-            graph.initializer.append(shape)
-            graph.node.append(helper.make_node("Reshape", [flat, shape.name], [new], name=f"{new}_to_2d"))
-            elem = graph.output[i].type.tensor_type.elem_type or TensorProto.INT64
-            graph.output[i].CopyFrom(helper.make_tensor_value_info(new, elem, ["N", 1]))
-        elif new != old:
-            if new in _tensor_names(graph):
-                raise UsageError(f"--output-name {new} clashes with a tensor inside the graph; pick another name")
-            _rename_tensor(graph, old, new)
-            graph.output[i].name = new
-
-
-def _source_frame(estimator, rows: np.ndarray):
+def matrix_frame(estimator, rows: np.ndarray):
     names = getattr(estimator, "feature_names_in_", None)
     if names is None:
         return rows
@@ -278,98 +247,80 @@ def _source_frame(estimator, rows: np.ndarray):
     return pd.DataFrame(rows, columns=list(names))  # fitted on a DataFrame: predict on one, no warning
 
 
-def parity(
-    estimator,
-    path: Path,
-    rows: np.ndarray,
-    input_name: str,
-    outputs: list[str],
-    classifier: bool,
-    options: ExportOptions,
-) -> list:
-    """Run the ONNX graph in onnxruntime and the estimator on `rows`; raise ExportError when they differ."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = dict(zip(outputs, session.run(outputs, {input_name: rows})))
-    source = _source_frame(estimator, rows)
-    if not classifier:
-        expected = np.asarray(estimator.predict(source), dtype=np.float64).reshape(len(rows), -1)
-        return check([compare(outputs[0], expected, got[outputs[0]], *options.tolerance(expected, ATOL, RTOL))])
-    results = []
-    proba = estimator.predict_proba(source) if hasattr(estimator, "predict_proba") else None
-    atol, rtol = options.tolerance(np.ones(1), ATOL, RTOL)
-    if proba is not None:
-        results.append(compare(outputs[1], proba, got[outputs[1]], atol, rtol))
-    expected = np.asarray(estimator.predict(source))
-    served = got[outputs[0]].reshape(-1)
-    differ = expected.astype(str) != served.astype(str)
-    ties = np.zeros(len(rows), dtype=bool)
-    if proba is not None and proba.shape[1] > 1:
-        top = np.sort(proba, axis=1)
-        ties = top[:, -1] - top[:, -2] <= atol
-    results.insert(0, LabelAgreement(outputs[0], len(rows), int((differ & ~ties).sum()), int((differ & ties).sum())))
-    return check(results)
-
-
-def export_sklearn(model_path: Path, options: ExportOptions, n_features: int | None = None) -> ExportResult:
-    """Convert, parity-check and write a fitted estimator as the next version of `options.name`."""
-    import onnx
+def kind_of(estimator) -> bool:
+    """True for a classifier, False for a regressor; UsageError for anything else."""
     from sklearn.base import is_classifier, is_regressor
 
-    if options.fp16_graph:
+    if not is_classifier(estimator) and not is_regressor(estimator):
         raise UsageError(
-            "--fp16: scikit-learn graphs use ONNX-ML operators (trees, scalers, linear models) that "
-            "ONNX Runtime runs in float32 only; export without it (with --format tensorrt, --fp16 "
-            "sets TensorRT's precision mode instead)"
+            f"{describe(estimator)} is neither a classifier nor a regressor; tritonkit exports those two kinds of model"
         )
-    estimator = load_estimator(model_path)
+    return is_classifier(estimator)
+
+
+def predictions(estimator, source, classifier: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """The estimator's own (labels or values, probabilities or None) on `source`."""
+    proba = estimator.predict_proba(source) if classifier and hasattr(estimator, "predict_proba") else None
+    return np.asarray(estimator.predict(source)), proba
+
+
+def export_sklearn(
+    model_path: Path, options: ExportOptions, n_features: int | None = None, inputs: str = "auto"
+) -> ExportResult:
+    """Convert, parity-check and write a fitted estimator as the next version of `options.name`.
+
+    `inputs`: "features" (one FP32 matrix), "columns" (one input per DataFrame column) or "auto"
+    (columns when the estimator picks columns by name or takes text, else features).
+    """
+    refuse_format(options)
+    return export_estimator(load_estimator(model_path), options, n_features, inputs)
+
+
+def refuse_format(options: ExportOptions) -> None:
+    """UsageError for the formats a scikit-learn model cannot take, before anything is read."""
+    if options.format == "torchscript":
+        raise UsageError("--format torchscript exports PyTorch models; scikit-learn models export as onnx")
+    if options.format == "fil":
+        raise UsageError(
+            "--format fil writes XGBoost and LightGBM models for Triton's FIL backend: "
+            "use `tritonkit export xgboost` or `tritonkit export lightgbm`"
+        )
+
+
+def export_estimator(estimator, options: ExportOptions, n_features: int | None = None, inputs: str = "auto"):
+    """`export_sklearn` for an estimator already in memory (scikit-learn API: wrappers and Pipelines too)."""
+    from tritonkit.export.column_export import export_columns
+    from tritonkit.export.columns import wants_columns
+
+    refuse_fp16(options)
+    refuse_format(options)
+    if wants_columns(estimator, inputs, options.sample):
+        return export_columns(estimator, options)
+    return _export_matrix(estimator, options, n_features)
+
+
+def _export_matrix(estimator, options: ExportOptions, n_features: int | None) -> ExportResult:
     n = feature_count(estimator, n_features)
-    classifier = is_classifier(estimator)
-    if not classifier and not is_regressor(estimator):
-        raise UsageError(
-            f"{describe(estimator)} is neither a classifier nor a regressor; "
-            "tritonkit exports those two kinds of scikit-learn model"
-        )
-    defaults = (
-        ["label", "probabilities" if hasattr(estimator, "predict_proba") else "scores"]
-        if classifier
-        else ["prediction"]
-    )
+    classifier = kind_of(estimator)
+    has_proba = classifier and hasattr(estimator, "predict_proba")
     [input_name] = rename(["features"], options.input_names, "--input-name")
-    outputs = rename(defaults, options.output_names, "--output-name")
+    outputs = output_names(classifier, has_proba, options)
     model = convert(estimator, n, input_name, options.opset or DEFAULT_OPSET)
     exact_standard_scalers(model, estimator)
-    name_outputs(model, outputs, classifier)
     names = getattr(estimator, "feature_names_in_", None)
-    onnx.helper.set_model_props(
-        model,
-        {
-            "tritonkit.source": describe(estimator),
-            **({"tritonkit.feature_names": ",".join(names)} if names is not None else {}),
-        },
-    )
-    onnx.checker.check_model(model)
+    props = {"tritonkit.feature_names": ",".join(map(str, names))} if names is not None else {}
+    finish_graph(model, outputs, classifier, has_proba, describe(estimator), props)
     rows = random_rows(estimator, n)
     checked = f"{len(rows)} random rows"
     if options.sample is not None:
         sample = sample_rows(options.sample, estimator, n)
         rows = np.concatenate([rows, sample])
         checked += f" + {len(sample)} rows of {options.sample.name}"
-    if options.format == "tensorrt":
-        logger.warning(
-            "%s: TensorRT takes none of the ONNX-ML operators; ONNX Runtime runs them on CUDA or CPU", options.name
-        )
-    with versioned(options) as (number, scratch):
-        path = scratch / "model.onnx"
-        onnx.save(model, path)
-        check_dynamic_batch(path)
-        results = parity(estimator, path, rows, input_name, outputs, classifier, options)
-        inputs, output_specs = specs_from_onnx(path)
-        parameters = {"feature_names": ",".join(map(str, names))} if names is not None else {}
-        config = options.model_config(
-            inputs, output_specs, default_max_batch_size=TABULAR_MAX_BATCH_SIZE, parameters=parameters
-        )
-        config.write(options.model_dir)
-    logger.info("exported %s version %d: %s", options.name, number, "; ".join(map(str, results)))
-    return ExportResult(options.model_dir / str(number) / "model.onnx", number, config, results, checked)
+
+    def parity(path: Path) -> list:
+        got = run_onnx(path, {input_name: rows}, outputs)
+        labels, proba = predictions(estimator, matrix_frame(estimator, rows), classifier)
+        return compare_predictions(got, outputs, classifier, labels, proba, options)
+
+    parameters = {"feature_names": ",".join(map(str, names))} if names is not None else {}
+    return write_onnx(model, options, parity, parameters, checked)

@@ -1,4 +1,5 @@
-"""PyTorch models to ONNX in a Triton repository, checked against PyTorch.
+"""PyTorch models to ONNX (or TorchScript, `--format torchscript`: torch_script.py) in a Triton repository,
+checked against PyTorch.
 
 Three sources: an nn.Module built by an import path `pkg.module:callable` (optionally with a state_dict
 or checkpoint file), a TorchScript file (`.pt`, torch.jit.save) or a torch.export program (`.pt2`,
@@ -343,11 +344,19 @@ def export_torch(
     ]
     tabular = all(len(s.dims) <= 1 for s in inputs)
     with versioned(options) as (number, scratch):
-        path = scratch / "model.onnx"
-        export_graph(exported, source, example, input_names, output_names, path, options.opset or DEFAULT_OPSET)
-        check_dynamic_batch(path)
-        results = parity(path, source_module, arrays, inputs, input_names, output_names, options)
-        input_specs, output_specs = specs_from_onnx(path)
+        if options.format == "torchscript":
+            from tritonkit.export import torch_script
+
+            written = torch_script.write(
+                exported, source, source_module, example, arrays, (input_names, output_names), options, scratch
+            )
+            path, results, input_specs, output_specs = written.path, written.parity, written.inputs, written.outputs
+        else:
+            path = scratch / "model.onnx"
+            export_graph(exported, source, example, input_names, output_names, path, options.opset or DEFAULT_OPSET)
+            check_dynamic_batch(path)
+            results = parity(path, source_module, arrays, inputs, input_names, output_names, options)
+            input_specs, output_specs = specs_from_onnx(path)
         config = options.model_config(
             input_specs,
             output_specs,
@@ -355,4 +364,4 @@ def export_torch(
         )
         config.write(options.model_dir)
     logger.info("exported %s version %d: %s", options.name, number, "; ".join(map(str, results)))
-    return ExportResult(options.model_dir / str(number) / "model.onnx", number, config, results, checked)
+    return ExportResult(options.model_dir / str(number) / path.name, number, config, results, checked)

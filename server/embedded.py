@@ -1,9 +1,12 @@
 """The embedded Triton Inference Server: the tritonserver binary nvidia-pytriton ships, run as a child process.
 
 No Docker and no GPU are needed. The server runs from its own Python environment (server/environment.py:
-nvidia-pytriton, numpy<2, onnxruntime), not the caller's. It gets a backend directory assembled here:
-Triton's Python backend with the stub for that environment's Python, and the kit's Python-based
-`onnxruntime` backend, so a production model repository loads unchanged.
+nvidia-pytriton, numpy<2, onnxruntime; the groups its repository's backends need), not the caller's. It
+gets a backend directory assembled here: Triton's Python backend with the stub for that environment's
+Python, and the kit's Python-based `onnxruntime`, `fil` and `pytorch` backends, so a production model
+repository loads unchanged. Triton's HTTP endpoint binds loopback on an internal port behind the guard
+(server/guard.py), which takes the public HTTP port; `restart()` brings Triton back on the same ports
+after a crash while the guard keeps listening (server/supervisor.py decides when).
 """
 
 from __future__ import annotations
@@ -14,20 +17,20 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tritonkit.errors import ModelLoadError, PortInUseError, RepositoryError, ServerStartError, UsageError
-from tritonkit.server.environment import ServerEnvironment, groups_for_repository
+from tritonkit.errors import ModelLoadError, PortInUseError, ServerStartError, UsageError
+from tritonkit.server.environment import groups_for_repository
+from tritonkit.server.guard import Guard
+from tritonkit.server.infer_check import GuardLimits
+from tritonkit.server.kit_metrics import KitMetrics, MetricsServer
 from tritonkit.server.security import (
     ADMIN_HEADER,
     DEFAULT_RESTRICTED_APIS,
@@ -38,124 +41,24 @@ from tritonkit.server.security import (
     masked_command,
 )
 from tritonkit.server.tls_proxy import TlsProxy, server_context
+from tritonkit.server.triton_install import (
+    ORT_BACKEND,
+    TritonInstall,
+    assemble_backends,
+    check_repository,
+    die_with_parent,
+    free_port,
+    port_in_use,
+)
+
+__all__ = ["ORT_BACKEND", "EmbeddedServer", "TritonInstall", "assemble_backends", "free_port", "port_in_use"]
 
 logger = logging.getLogger(__name__)
 
-ORT_BACKEND = Path(__file__).parent / "backends" / "onnxruntime" / "model.py"
 REPOSITORIES_ENV = "TRITONKIT_MODEL_REPOSITORIES"  # read by the onnxruntime backend's auto_complete_config
 _LOAD_FAILURE = re.compile(r"failed to load '([^']+)' version \d+: (.*?)\"?$", re.MULTILINE)
 _POLL_FAILURE = re.compile(r"Poll failed for model directory '([^']+)': (.*?)\"?$", re.MULTILINE)
 _SERVER_ERROR = re.compile(r"^error: (.*)$", re.MULTILINE)
-
-
-@dataclass(frozen=True)
-class TritonInstall:
-    """Where the pieces of the tritonserver that nvidia-pytriton ships live, in the server's environment."""
-
-    binary: Path
-    python_backend: Path
-    stubs: Path
-    libs: Path
-    python: Path  # the server environment's python3: the stub runs the Python backends with it
-    python_version: str  # "3.11": which stub
-
-    @classmethod
-    def locate(cls, groups: Iterable[str] = (), environment: ServerEnvironment | None = None) -> TritonInstall:
-        """The tritonserver of the server's environment, built first (with `groups`) when missing."""
-        environment = (environment or ServerEnvironment.default()).ensure(groups)
-        found = environment.query()
-        if found["pytriton"] is None:
-            raise ServerStartError(
-                f"nvidia-pytriton is not installed in the server's environment {environment.path}: it provides the "
-                "tritonserver binary (tritonkit server-env --rebuild)"
-            )
-        root = Path(found["pytriton"]) / "tritonserver"
-        install = cls(
-            binary=root / "bin" / "tritonserver",
-            python_backend=root / "backends" / "python",
-            stubs=root / "python_backend_stubs",
-            libs=root.parent.parent / "nvidia_pytriton.libs",
-            python=environment.python,
-            python_version=found["version"],
-        )
-        if not install.binary.exists():
-            raise ServerStartError(f"tritonserver binary not found at {install.binary}")
-        return install
-
-    def stub(self) -> Path:
-        path = self.stubs / self.python_version / "triton_python_backend_stub"
-        if not path.exists():
-            raise ServerStartError(
-                f"nvidia-pytriton has no Python backend stub for Python {self.python_version} ({path})"
-            )
-        return path
-
-    def environment(self, base: Mapping[str, str]) -> dict[str, str]:
-        """`base` (the caller's environment) as Triton needs it: its libraries on LD_LIBRARY_PATH, the server
-        environment's python3 first on PATH (the stub runs model.py with it), no PYTHONPATH or PYTHONHOME
-        that would hand the stub the caller's packages (a numpy 2, say)."""
-        env = {k: v for k, v in base.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-        env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(self.libs), env.get("LD_LIBRARY_PATH")]))
-        env["PATH"] = os.pathsep.join(filter(None, [str(self.python.parent), env.get("PATH")]))
-        return env
-
-
-def assemble_backends(install: TritonInstall, dest: Path) -> Path:
-    """Builds the backend directory: `python/` (backend + stub) and the Python-based `onnxruntime/`."""
-    python_dir = dest / "python"
-    python_dir.mkdir(parents=True, exist_ok=True)
-    for item in install.python_backend.iterdir():
-        if item.is_file():
-            shutil.copy2(item, python_dir / item.name)
-    shutil.copy2(install.stub(), python_dir / "triton_python_backend_stub")
-    ort_dir = dest / "onnxruntime"
-    ort_dir.mkdir(exist_ok=True)
-    shutil.copy2(ORT_BACKEND, ort_dir / "model.py")
-    return dest
-
-
-def _die_with_parent():
-    """A preexec_fn asking Linux to SIGTERM the server when the process that started it dies (kill -9
-    included), so no orphaned Triton keeps the ports. Linux ties this to the forking thread, hence only
-    used from the main thread; None elsewhere."""
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    pr_set_pdeathsig = 1
-
-    def arm() -> None:
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-    return arm
-
-
-def port_in_use(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return True
-    return False
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def check_repository(path: Path) -> None:
-    """Raises RepositoryError unless `path` is a folder holding at least one model folder."""
-    if not path.exists():
-        raise RepositoryError(f"model repository {path} does not exist (run `tritonkit export ...` first)")
-    if not path.is_dir():
-        raise RepositoryError(f"model repository {path} is not a folder")
-    models = [p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    if not models:
-        raise RepositoryError(f"model repository {path} is empty: it needs one folder per model")
 
 
 @dataclass
@@ -172,10 +75,14 @@ class EmbeddedServer:
         exit_timeout_s: how long Triton lets in-flight requests finish on shutdown.
         extra_args: more tritonserver arguments, passed as given.
         grpc_tls: serve gRPC over TLS (Triton's own --grpc-use-ssl / --grpc-use-ssl-mutual).
-        http_tls: serve HTTPS: Triton's HTTP binds loopback on an internal port behind a TLS proxy.
+        http_tls: serve HTTPS: the guard (or, without it, a TLS proxy) terminates TLS on the public port.
         restricted_apis: Triton API groups that need the admin header (`ADMIN_HEADER`).
         admin_key: the admin header's value; None draws a random key that is never shown, so the
             restricted APIs are closed to everyone.
+        guard: limits of the validating HTTP front (server/guard.py); None exposes Triton's own HTTP
+            endpoint, which one crafted request can crash (Triton 2.51).
+        kit_metrics_port: where the kit's Prometheus metrics (guard rejections, Triton restarts) are
+            served at /metrics; 0 picks a free port, None serves none.
     """
 
     model_repository: Path
@@ -192,10 +99,16 @@ class EmbeddedServer:
     http_tls: TlsFiles | None = None
     restricted_apis: tuple[str, ...] = DEFAULT_RESTRICTED_APIS
     admin_key: str | None = field(default=None, repr=False)
+    guard: GuardLimits | None = field(default_factory=GuardLimits)
+    kit_metrics_port: int | None = None
+    kit_metrics: KitMetrics = field(default_factory=KitMetrics, repr=False)
     _process: subprocess.Popen | None = field(default=None, init=False, repr=False)
     _workdir: Path | None = field(default=None, init=False, repr=False)
-    _proxy: TlsProxy | None = field(default=None, init=False, repr=False)
+    _proxy: Guard | TlsProxy | None = field(default=None, init=False, repr=False)  # the front on the HTTP port
+    _metrics_server: MetricsServer | None = field(default=None, init=False, repr=False)
     _triton_http: str = field(default="", init=False, repr=False)  # where Triton's own HTTP listens
+    _key: str | None = field(default=None, init=False, repr=False)
+    _launch: tuple[list[str], dict[str, str]] | None = field(default=None, init=False, repr=False)
 
     @property
     def http_url(self) -> str:
@@ -209,17 +122,24 @@ class EmbeddedServer:
     def metrics_url(self) -> str:
         return f"http://{self.host}:{self.metrics_port}/metrics"
 
+    @property
+    def kit_metrics_url(self) -> str | None:
+        return self._metrics_server.url if self._metrics_server is not None else None
+
+    @property
+    def triton_http_url(self) -> str:
+        """Triton's own HTTP endpoint (loopback, internal port, behind the guard): for tests and diagnostics."""
+        return self._triton_http
+
     def _security_args(self) -> list[str]:
         unknown = sorted(set(self.restricted_apis) - set(RESTRICTABLE_APIS))
         if unknown:
             raise UsageError(f"restricted API {unknown[0]!r} is not one of Triton's: {', '.join(RESTRICTABLE_APIS)}")
         args = []
         if self.restricted_apis:
-            if self.admin_key is None:
-                key = secrets.token_urlsafe(32)
-            else:
+            if self.admin_key is not None:
                 check_admin_key(self.admin_key)
-                key = self.admin_key
+            key = self._key = self.admin_key or secrets.token_urlsafe(32)
             apis = ",".join(dict.fromkeys(self.restricted_apis))
             args += [
                 f"--grpc-restricted-protocol={apis}:{ADMIN_HEADER}={key}",
@@ -242,14 +162,15 @@ class EmbeddedServer:
         self.model_repository = Path(self.model_repository).resolve()
         check_repository(self.model_repository)
         security = self._security_args()
-        for name in ("http", "grpc", "metrics"):
+        for name in ("http", "grpc", "metrics") + (("kit_metrics",) if self.kit_metrics_port is not None else ()):
             port = getattr(self, f"{name}_port")
             if port == 0:
                 setattr(self, f"{name}_port", free_port(self.host))
             elif port_in_use(self.host, port):
-                raise PortInUseError(name, self.host, port)
-        # With HTTPS, Triton's plain HTTP binds loopback on an internal port; the TLS proxy takes the public one.
-        triton_http = ("127.0.0.1", free_port("127.0.0.1")) if self.http_tls else (self.host, self.http_port)
+                raise PortInUseError(name.replace("_", "-"), self.host, port)
+        # Behind the guard (or the TLS proxy), Triton's HTTP binds loopback on an internal port.
+        fronted = self.guard is not None or self.http_tls is not None
+        triton_http = ("127.0.0.1", free_port("127.0.0.1")) if fronted else (self.host, self.http_port)
         self._triton_http = f"{triton_http[0]}:{triton_http[1]}"
         install = TritonInstall.locate(groups_for_repository(self.model_repository))
         self._workdir = Path(tempfile.mkdtemp(prefix="tritonkit-server-"))
@@ -276,6 +197,18 @@ class EmbeddedServer:
             *self.extra_args,
         ]
         logger.info("starting %s", " ".join(masked_command(command)))
+        self._launch = (command, env)
+        self._spawn()
+        try:
+            self._wait_ready()
+            self._start_front(triton_http)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _spawn(self) -> None:
+        command, env = self._launch
         with open(self.log_file, "ab") as log:
             self._process = subprocess.Popen(
                 command,
@@ -283,17 +216,34 @@ class EmbeddedServer:
                 stderr=subprocess.STDOUT,
                 env=env,
                 start_new_session=True,
-                preexec_fn=_die_with_parent() if threading.current_thread() is threading.main_thread() else None,
+                preexec_fn=die_with_parent() if threading.current_thread() is threading.main_thread() else None,
             )
-        try:
-            self._wait_ready()
-            if self.http_tls is not None:
-                context = server_context(self.http_tls.cert, self.http_tls.key, self.http_tls.client_ca)
-                self._proxy = TlsProxy(self.host, self.http_port, *triton_http, context).start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
+
+    def _start_front(self, triton_http: tuple[str, int]) -> None:
+        context = None
+        if self.http_tls is not None:
+            context = server_context(self.http_tls.cert, self.http_tls.key, self.http_tls.client_ca)
+        if self.guard is not None:
+            headers = {ADMIN_HEADER: self._key} if self._key else None
+            self._proxy = Guard(self.host, self.http_port, triton_http, self.guard, context, self.kit_metrics, headers)
+            self._proxy.start()
+        elif context is not None:
+            self._proxy = TlsProxy(self.host, self.http_port, *triton_http, context).start()
+        if self.kit_metrics_port is not None and self._metrics_server is None:
+            self._metrics_server = MetricsServer(self.host, self.kit_metrics_port, self.kit_metrics).start()
+            self.kit_metrics_port = self._metrics_server.port
+
+    def restart(self) -> None:
+        """Starts Triton again on the same ports after it exited (a crash, a kill); the HTTP front keeps
+        listening meanwhile (answering 502) and the kit's metrics keep counting."""
+        if self._launch is None:
+            raise UsageError("restart() needs a server that was started")
+        self._end_process()
+        logger.info("restarting Triton")
+        self._spawn()
+        self._wait_ready()
+        if isinstance(self._proxy, Guard):
+            self._proxy.specs.clear()
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.startup_timeout_s
@@ -335,13 +285,21 @@ class EmbeddedServer:
 
     def kill(self) -> None:
         """SIGKILL Triton and its stubs at once, as a crash would; `start()` brings it back on the same ports."""
-        if self._process is not None and self._process.poll() is None:
-            os.killpg(self._process.pid, signal.SIGKILL)  # its own session: the stubs share its process group
-            self._process.wait()
+        self._end_process()
         self.stop()
 
+    def _end_process(self) -> None:
+        """SIGKILLs what is left of Triton's process group (its stubs outlive a crashed Triton) and reaps it."""
+        if self._process is None:
+            return
+        try:
+            os.killpg(self._process.pid, signal.SIGKILL)  # its own session: the stubs share its process group
+        except (ProcessLookupError, PermissionError):  # the group is gone already
+            pass
+        self._process.wait()
+
     def wait(self) -> int:
-        """Blocks until the server process exits; returns its exit code."""
+        """Blocks until the server process exits; returns its exit code (-N: killed by signal N)."""
         return self._process.wait()
 
     def request_stop(self) -> None:
@@ -351,17 +309,17 @@ class EmbeddedServer:
 
     def stop(self) -> None:
         """SIGTERM: Triton stops taking requests, lets in-flight ones finish, then exits."""
-        if self._proxy is not None:
-            self._proxy.stop()
-            self._proxy = None
+        for front in (self._proxy, self._metrics_server):
+            if front is not None:
+                front.stop()
+        self._proxy = self._metrics_server = None
         if self._process is not None and self._process.poll() is None:
             self.request_stop()
             try:
                 self._process.wait(timeout=self.exit_timeout_s + 15)
             except subprocess.TimeoutExpired:
                 logger.warning("Triton did not exit within %s s; killing it", self.exit_timeout_s + 15)
-                self._process.kill()
-                self._process.wait()
+        self._end_process()
         if self._workdir is not None:
             shutil.rmtree(self._workdir / "backends", ignore_errors=True)
 

@@ -8,6 +8,7 @@ from a file, and never prints it (logs show the command line masked).
 from __future__ import annotations
 
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,12 +43,18 @@ def admin_headers(key: str, protocol: str) -> dict[str, str]:
 
 
 def read_admin_key(path: Path) -> str:
-    """Reads and checks an admin key file; errors never quote the key."""
+    """Reads and checks an admin key file, which other users must not be able to read; errors never quote the key."""
     try:
+        mode = Path(path).stat().st_mode
         key = Path(path).read_text().strip()
     except OSError as e:
         raise UsageError(f"--admin-key-file {path} cannot be read: {e.strerror}") from None
     check_admin_key(key, f"--admin-key-file {path}")
+    if mode & 0o007:
+        raise UsageError(
+            f"--admin-key-file {path} is open to every user on this host (mode {stat.S_IMODE(mode):04o}); "
+            f"run `chmod 600 {path}` (on Kubernetes, mount its Secret with defaultMode 0400)"
+        )
     return key
 
 

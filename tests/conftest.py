@@ -31,9 +31,10 @@ EXTRA_OF = {
         ),
         "export",
     ),
-    **dict.fromkeys(("locust", "matplotlib", "psutil"), "bench"),
+    **dict.fromkeys(("xgboost", "lightgbm", "catboost", "onnxmltools"), "trees"),
+    **dict.fromkeys(("locust", "matplotlib", "psutil", "fastapi", "uvicorn"), "bench"),
     "pyspark": "spark",
-    **dict.fromkeys(("helm_python", "kubernetes_validate", "yaml", "trustme"), "dev"),
+    **dict.fromkeys(("helm_python", "kubernetes_validate", "trustme", "promql_parser", "moto", "boto3"), "dev"),
 }
 
 

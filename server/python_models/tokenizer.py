@@ -98,7 +98,8 @@ class TritonPythonModel:
 def output_tensor(name, value):
     """An INT64 output through DLPack, as server/backends/onnxruntime/model.py builds them (with numpy 2,
     pb_utils.Tensor(name, array) arrives empty); the consumed capsule gets DLPack's name back (the stub's
-    "used_dlpack" makes numpy's capsule destructor complain, or loop with numpy 1.26). The BYTES input still
+    "used_dlpack" makes numpy's capsule destructor complain, or loop until the stub is unhealthy with numpy
+    1.26). The BYTES input still
     needs numpy<2 in the stub, which the server's environment holds: DLPack has no strings."""
     capsule = np.ascontiguousarray(value).__dlpack__()
     tensor = pb_utils.Tensor.from_dlpack(name, capsule)

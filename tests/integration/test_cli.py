@@ -88,6 +88,8 @@ def test_serve_exits_with_clear_error_when_repository_empty(tmp_path):
         "0",
         "--metrics-port",
         "0",
+        "--kit-metrics-port",
+        "0",
         "--log-file",
         str(tmp_path / "t.log"),
     )
@@ -111,6 +113,8 @@ def test_serve_stops_cleanly_when_sent_sigterm(churn_repository, tmp_path):
             str(grpc_port),
             "--metrics-port",
             str(free_port()),
+            "--kit-metrics-port",
+            "0",
             "--log-file",
             str(tmp_path / "t.log"),
         ],

@@ -1,6 +1,7 @@
 """`pip install tritonkit` alone, as the batch image and applications install it: the client on numpy 2,
 pyarrow 26 and pandas 3. Its commands work against the real embedded Triton (started from the server's own
-environment), `serve` needs no extra, and the commands of the extras say which pip install adds them.
+environment), `serve` and `guard` need no extra, the gateway's packages are there, and the commands of the
+extras say which pip install adds them.
 
 The client environment is `.venv-client` (`make client-env`), named by TRITONKIT_CLIENT_VENV, which
 `make test` sets; without the variable (a plain `pytest` run) this module is skipped.
@@ -133,6 +134,7 @@ def test_client_serve_starts_triton_from_the_server_environment_without_an_extra
     [
         (["export", "churn", "--repository", "repo"], "export"),
         (["export", "sklearn", "model.joblib", "--name", "m"], "export"),
+        (["export", "xgboost", "model.json", "--name", "m"], "export"),
         (["bench", "--quick"], "bench"),
         (["score", "-m", "churn", "-i", "in.parquet", "-o", "out", "--engine", "spark"], "spark"),
     ],
@@ -148,8 +150,34 @@ def test_client_command_names_the_pip_install_when_its_extra_is_missing(client_b
 def test_client_lists_every_command_and_models_when_asked(client_bin, server):
     done = client(client_bin, "--help")
     assert done.returncode == 0
-    for command in ("serve", "server-env", "predict", "models", "score", "lookup", "freshness", "plan", "export"):
+    commands = ("serve", "server-env", "guard", "gateway", "predict", "models", "score", "lookup", "freshness", "plan")
+    for command in (*commands, "export"):
         assert command in done.stdout
     described = client(client_bin, "models", "--url", server.grpc_url, "--model", "churn", "--json")
     assert described.returncode == 0, described.stderr
     assert json.loads(described.stdout)[0]["name"] == "churn"
+
+
+def test_client_install_loads_the_gateway_and_the_guard_when_imported(client_bin):
+    modules = "tritonkit.clients.gateway.server, tritonkit.clients.store, tritonkit.server.guard, xxhash, yaml"
+    done = subprocess.run(
+        [str(client_bin / "python"), "-c", f"import {modules}"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_client_guard_forwards_predict_to_triton_when_started_alone(client_bin, server):
+    listen = f"127.0.0.1:{free_port()}"
+    command = [str(client_bin / "tritonkit"), "guard", "--upstream", server.triton_http_url, "--listen", listen]
+    process = subprocess.Popen([*command, "--metrics-listen", ""], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().startswith(f"guard on http://{listen}")
+        done = client(
+            client_bin, "predict", "-m", "churn", "--url", listen, "--protocol", "http", "-i", json.dumps(RECORD)
+        )
+        assert done.returncode == 0, done.stderr
+        assert 0.0 < json.loads(done.stdout)["outputs"]["probability"][0] < 1.0
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        process.kill()

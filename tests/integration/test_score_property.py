@@ -68,6 +68,7 @@ def test_score_accounts_for_every_row_and_matches_onnxruntime_when_input_is_dirt
             )
         )
         scored = pd.read_parquet(output)
+        scored["customer_id"] = scored.customer_id.astype(int)  # text ids: CSV and JSON Lines ids are read as text
         rejects = [
             json.loads(line) for line in output.with_name(output.name + ".rejects.jsonl").read_text().splitlines()
         ]

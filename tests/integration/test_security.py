@@ -408,6 +408,8 @@ def test_serve_cli_never_prints_the_admin_key_and_applies_it(churn_repository, p
             str(http_port),
             "--metrics-port",
             str(metrics_port),
+            "--kit-metrics-port",
+            "0",
             "--log-file",
             str(log),
             "--model-control-mode",

@@ -1,7 +1,8 @@
 """The embedded server runs from its own environment, and its Python backends serve exact outputs whichever
 numpy their stub runs: here numpy 2, layered over the server's environment. With numpy 2, Triton 2.51's stub
 builds broken arrays both ways: `pb_utils.Tensor(name, array)` outputs arrive empty and `as_numpy()` inputs
-read every row as the first, without a word; the kit's backends go through DLPack for numbers."""
+read every row as the first, without a word; the kit's backends (onnxruntime, fil, pytorch) go through DLPack
+for numbers."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+import torch
+import xgboost
 
 from tritonkit.clients import TritonClient
 from tritonkit.export.churn import FEATURES, OUTPUTS
@@ -44,6 +47,24 @@ class TritonPythonModel:
             responses.append(pb_utils.InferenceResponse(output_tensors=[tensor]))
         return responses
 """
+FIL_CONFIG = """backend: "fil"
+max_batch_size: 64
+input [ { name: "input__0" data_type: TYPE_FP32 dims: [ 4 ] } ]
+output [ { name: "output__0" data_type: TYPE_FP32 dims: [ 2 ] } ]
+instance_group [ { kind: KIND_CPU count: 1 } ]
+parameters [
+  { key: "model_type" value: { string_value: "xgboost_json" } },
+  { key: "output_class" value: { string_value: "true" } },
+  { key: "predict_proba" value: { string_value: "true" } },
+  { key: "nthread" value: { string_value: "1" } }
+]
+"""
+TORCH_CONFIG = """backend: "pytorch"
+max_batch_size: 64
+input [ { name: "INPUT__0" data_type: TYPE_FP32 dims: [ 4 ] } ]
+output [ { name: "OUTPUT__0" data_type: TYPE_FP32 dims: [ 2 ] } ]
+instance_group [ { kind: KIND_CPU count: 1 } ]
+"""
 PROBE_CONFIG = """backend: "python"
 max_batch_size: 0
 input [ { name: "x" data_type: TYPE_INT32 dims: [ 1 ] } ]
@@ -58,7 +79,7 @@ def _python_path(python: Path) -> str:
 @pytest.fixture(scope="module")
 def numpy2_environment(tmp_path_factory) -> Path:
     """The server's environment with a numpy 2 of its own in front: an environment the kit did not build."""
-    base = ServerEnvironment.default().ensure()
+    base = ServerEnvironment.default().ensure(["trees", "torch"])  # a given environment gets no group added
     path = tmp_path_factory.mktemp("numpy2-env")
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True, timeout=120)
     site = Path(_python_path(path / "bin" / "python3"))
@@ -76,11 +97,26 @@ def numpy2_environment(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def numpy2_repository(churn_repository, tmp_path_factory) -> Path:
-    """churn and dtypes (the onnxruntime backend) and the numpy probe. Not the tokenizer: its BYTES input needs
-    numpy<2 in the stub (as_numpy() of a BYTES tensor kills a stub that runs numpy 2; DLPack has no strings)."""
+    """churn and dtypes (the onnxruntime backend), a small XGBoost model (fil), a TorchScript linear layer
+    (pytorch) and the numpy probe. Not the tokenizer: its BYTES input needs numpy<2 in the stub (as_numpy() of
+    a BYTES tensor kills a stub that runs numpy 2; DLPack has no strings)."""
     repository = tmp_path_factory.mktemp("numpy2-repository")
     for name in ("churn", "dtypes"):
         shutil.copytree(churn_repository / name, repository / name)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((200, 4)).astype(np.float32)
+    trees = xgboost.train(
+        {"objective": "binary:logistic", "max_depth": 3, "nthread": 1},
+        xgboost.DMatrix(x, label=(x[:, 0] + x[:, 1] > 0).astype(int)),
+        num_boost_round=10,
+    )
+    (repository / "trees" / "1").mkdir(parents=True)
+    trees.save_model(str(repository / "trees" / "1" / "xgboost.json"))
+    (repository / "trees" / "config.pbtxt").write_text(FIL_CONFIG)
+    torch.manual_seed(0)
+    (repository / "linear" / "1").mkdir(parents=True)
+    torch.jit.script(torch.nn.Linear(4, 2)).save(str(repository / "linear" / "1" / "model.pt"))
+    (repository / "linear" / "config.pbtxt").write_text(TORCH_CONFIG)
     (repository / "probe" / "1").mkdir(parents=True)
     (repository / "probe" / "1" / "model.py").write_text(PROBE)
     (repository / "probe" / "config.pbtxt").write_text(PROBE_CONFIG)
@@ -137,3 +173,21 @@ def test_every_datatype_round_trips_when_the_stub_runs_numpy_2(numpy2_server, pr
     np.testing.assert_array_equal(out["c_out"], arrays["c"] + 3)
     np.testing.assert_array_equal(out["d_out"], arrays["d"] * 3)
     np.testing.assert_array_equal(out["e_out"], ~arrays["e"])
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_fil_and_pytorch_outputs_equal_their_libraries_when_the_stub_runs_numpy_2(
+    numpy2_server, numpy2_repository, protocol
+):
+    x = np.random.default_rng(2).standard_normal((37, 4)).astype(np.float32)
+    url = numpy2_server.grpc_url if protocol == "grpc" else numpy2_server.http_url
+    with TritonClient(url, protocol=protocol) as client:
+        trees, _, _ = client.infer_arrays("trees", {"input__0": x})
+        linear, _, _ = client.infer_arrays("linear", {"INPUT__0": x})
+    booster = xgboost.Booster(model_file=str(numpy2_repository / "trees" / "1" / "xgboost.json"))
+    p = booster.inplace_predict(x)
+    np.testing.assert_allclose(trees["output__0"], np.stack([1 - p, p], axis=1), rtol=0, atol=1e-6)
+    module = torch.jit.load(str(numpy2_repository / "linear" / "1" / "model.pt"))
+    with torch.inference_mode():
+        expected = module(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(linear["OUTPUT__0"], expected, rtol=0, atol=1e-6)

@@ -117,7 +117,9 @@ def convert_scalar(value, datatype: str, text: bool = True):
     if isinstance(value, str):
         if not text:
             return False, None
-        if dtype.kind in "iu":
+        if value.strip().lower() in ("true", "false"):  # CSV's booleans: 1 and 0, as JSON's and Parquet's are
+            value = int(value.strip().lower() == "true")
+        elif dtype.kind in "iu":
             if not INTEGER_TEXT.fullmatch(value):
                 return False, None
             value = int(value)

@@ -152,3 +152,19 @@ def test_record_arrays_raises_input_error_when_record_is_not_an_object(value):
         return
     with pytest.raises(InputError):
         meta.record_arrays(value)
+
+
+@given(
+    st.lists(st.one_of(st.binary(max_size=12), st.text(max_size=6), st.integers()), max_size=40),
+    st.sampled_from([(-1,), (-1, 1)]),
+)
+def test_serialize_bytes_matches_tritonclient_when_values_are_bytes_text_or_numbers(values, shape):
+    from tritonclient.utils import serialize_byte_tensor
+
+    from tritonkit.clients.wire import serialize_bytes
+
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    array = array.reshape(shape)
+    expected = serialize_byte_tensor(array).item() if values else b""
+    assert serialize_bytes(array) == expected

@@ -1,96 +1,45 @@
 """Unit tests of the Helm chart in helm/tritonkit, without a cluster or a socket.
 
-The chart is rendered and linted by Helm's own engine (helm-python-sdk embeds Helm's Go SDK), every
-rendered manifest is validated against the Kubernetes OpenAPI schemas that kubernetes-validate ships
-offline, and the chart's promises are asserted under the values sets in tests/unit/helm_values/.
+The chart is rendered and linted by Helm's own engine (helm-python-sdk embeds Helm's Go SDK; rendering
+helpers in helm_render.py), every rendered manifest is validated against the Kubernetes OpenAPI schemas
+that kubernetes-validate ships offline, at the Kubernetes version it was rendered for, and the chart's
+promises are asserted under the values sets in tests/unit/helm_values/. Batch jobs, security, scaling
+and the Pod Security Standard have their own files beside this one (test_helm_*.py).
 
-ServiceMonitor and PrometheusRule are Prometheus Operator CRDs: kubernetes-validate has no schema for
-them, so they are skipped by name in the schema check (CRD_KINDS) and checked field by field below.
+ServiceMonitor, PrometheusRule (Prometheus Operator) and ScaledObject (KEDA) are CRDs: kubernetes-validate
+has no schema for them, so they are skipped by name in the schema check (CRD_KINDS) and checked field by
+field in the tests.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import helm_python as helm
 import kubernetes_validate
 import pytest
 import yaml
+from helm_render import (
+    CHART_DIR,
+    FULLNAME,
+    KUBE_VERSION,
+    NAMESPACE,
+    RELEASE,
+    SCHEMA_KUBE_VERSIONS,
+    VALUES_SETS,
+    load_values,
+    main_service,
+    only,
+    render,
+    render_error,
+    triton_container,
+)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CHART_DIR = REPO_ROOT / "helm" / "tritonkit"
-VALUES_DIR = Path(__file__).resolve().parent / "helm_values"
-RELEASE = "rel"
-NAMESPACE = "ml"
-FULLNAME = f"{RELEASE}-tritonkit"
-# Kubernetes versions whose schemas kubernetes-validate ships offline: the chart's minimum (kubeVersion
-# in Chart.yaml) and the version lint runs against.
-MIN_KUBE_VERSION = re.fullmatch(
-    r">=\s*(\d+\.\d+\.\d+)(-0)?", yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())["kubeVersion"]
-).group(1)
-KUBE_VERSION = "1.30.0"
-# Custom resources: no offline schema exists, so they are skipped by the schema check on purpose.
-CRD_KINDS = frozenset({"ServiceMonitor", "PrometheusRule"})
-VALUES_SETS = ["defaults"] + sorted(p.stem for p in VALUES_DIR.glob("*.yaml"))
-
-
-def load_values(name: str) -> dict[str, Any]:
-    """Values of a named set: "defaults" is no override, others are files in helm_values/."""
-    if name == "defaults":
-        return {}
-    return yaml.safe_load((VALUES_DIR / f"{name}.yaml").read_text())
-
-
-@lru_cache(maxsize=1)
-def chart() -> helm.Chart:
-    """The chart, loaded once."""
-    return helm.Chart.load(CHART_DIR)
-
-
-@lru_cache(maxsize=64)
-def _render_cached(values_json: str) -> tuple[tuple[dict[str, Any], ...], str]:
-    rendered = chart().render(json.loads(values_json), name=RELEASE, namespace=NAMESPACE)
-    manifests: list[dict[str, Any]] = []
-    notes = ""
-    for path, text in sorted(rendered.items()):
-        if path.endswith("NOTES.txt"):
-            notes = text
-            continue
-        manifests.extend(doc for doc in yaml.safe_load_all(text) if doc)
-    return tuple(manifests), notes
-
-
-def render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Rendered manifests (parsed YAML) for the given values; NOTES.txt left out."""
-    return [json.loads(json.dumps(m)) for m in _render_cached(json.dumps(values or {}, sort_keys=True))[0]]
-
-
-def notes(values: dict[str, Any] | None = None) -> str:
-    """Rendered NOTES.txt for the given values."""
-    return _render_cached(json.dumps(values or {}, sort_keys=True))[1]
-
-
-def only(manifests: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    """The single manifest of a kind, failing when there is not exactly one."""
-    found = [m for m in manifests if m["kind"] == kind]
-    assert len(found) == 1, f"expected one {kind}, got {[m['metadata']['name'] for m in found]}"
-    return found[0]
-
-
-def triton_container(manifests: list[dict[str, Any]]) -> dict[str, Any]:
-    """The tritonserver container of the Deployment."""
-    return only(manifests, "Deployment")["spec"]["template"]["spec"]["containers"][0]
-
-
-def render_error(values: dict[str, Any]) -> str:
-    """The message Helm gives when rendering these values fails; fails the test when it does not."""
-    with pytest.raises(helm.HelmError) as caught:
-        chart().render(values, name=RELEASE, namespace=NAMESPACE)
-    return str(caught.value)
+# Custom resources: no offline schema exists, so they are skipped by the schema check on purpose and
+# checked field by field in the tests.
+CRD_KINDS = frozenset({"ServiceMonitor", "PrometheusRule", "ScaledObject"})
 
 
 # --- lint and Kubernetes schemas ---------------------------------------------------------------
@@ -104,11 +53,12 @@ def test_chart_lints_clean_when_values_are(values_set: str) -> None:
     assert problems == [] and report["errors"] == []
 
 
-@pytest.mark.parametrize("kube_version", [MIN_KUBE_VERSION, KUBE_VERSION])
+@pytest.mark.parametrize("kube_version", SCHEMA_KUBE_VERSIONS)
 @pytest.mark.parametrize("values_set", VALUES_SETS)
 def test_manifests_match_kubernetes_schemas_when_values_are(values_set: str, kube_version: str) -> None:
-    """Every rendered manifest validates strictly (unknown fields rejected), CRD kinds excepted."""
-    manifests = render(load_values(values_set))
+    """Every manifest rendered for a Kubernetes version validates strictly (unknown fields rejected) against
+    that version's schemas, CRD kinds excepted."""
+    manifests = render(load_values(values_set), kube_version)
     assert manifests
     for manifest in manifests:
         if manifest["kind"] in CRD_KINDS:
@@ -274,15 +224,15 @@ def test_deployment_runs_pinned_triton_image_with_static_models_when_defaults() 
 
 
 def test_deployment_exposes_http_grpc_and_metrics_ports_when_defaults() -> None:
-    """Container ports http 8000, grpc 8001, metrics 8002, matching Triton's flags."""
-    container = triton_container(render())
+    """Container ports http 8000, grpc 8001, metrics 8002, matching Triton's flags (without the guard sidecar)."""
+    container = triton_container(render({"guard": {"enabled": False}}))
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http": 8000, "grpc": 8001, "metrics": 8002}
     assert {"--http-port=8000", "--grpc-port=8001", "--metrics-port=8002"} <= set(container["args"])
 
 
 def test_deployment_probes_triton_health_endpoints_when_defaults() -> None:
-    """Liveness on /v2/health/live, readiness and a long startup window on /v2/health/ready."""
-    container = triton_container(render())
+    """Liveness on /v2/health/live, readiness and a long startup window on /v2/health/ready (no guard)."""
+    container = triton_container(render({"guard": {"enabled": False}}))
     assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
     startup = container["startupProbe"]
@@ -437,10 +387,10 @@ def test_deployment_replicas_follow_autoscaling_when_values_are(values_set: str,
 def test_service_names_ports_for_grpc_aware_proxies_when_defaults() -> None:
     """ClusterIP with http, grpc (appProtocol grpc) and metrics, selecting only the Triton pods."""
     manifests = render(load_values("batch"))
-    service = only(manifests, "Service")
+    service = main_service(manifests)
     assert service["spec"]["type"] == "ClusterIP"
     ports = {p["name"]: p for p in service["spec"]["ports"]}
-    assert set(ports) == {"http", "grpc", "metrics"}
+    assert set(ports) == {"http", "grpc", "metrics", "guard-metrics"}  # http and guard-metrics: the guard's
     assert ports["grpc"]["appProtocol"] == "grpc" and ports["grpc"]["targetPort"] == "grpc"
     selector = service["spec"]["selector"].items()
     assert selector <= only(manifests, "Deployment")["spec"]["template"]["metadata"]["labels"].items()
@@ -449,26 +399,31 @@ def test_service_names_ports_for_grpc_aware_proxies_when_defaults() -> None:
 
 
 def test_optional_resources_absent_when_defaults() -> None:
-    """Only the Deployment, its Service and service account, and the helm test pod are rendered."""
-    assert sorted(m["kind"] for m in render()) == ["Deployment", "Pod", "Service", "ServiceAccount"]
+    """The Deployment, its ClusterIP and headless Services, service account, admin-key Secret and the helm
+    test pod; nothing optional."""
+    kinds = sorted(m["kind"] for m in render())
+    assert kinds == ["Deployment", "Pod", "Secret", "Service", "Service", "ServiceAccount"]
 
 
 def test_every_optional_resource_rendered_when_everything_enabled() -> None:
-    """Each optional feature produces its resource."""
+    """Each optional feature produces its resource (queue-time scaling through KEDA: a ScaledObject, no HPA)."""
     kinds = sorted(m["kind"] for m in render(load_values("everything")))
     assert kinds == sorted(
         [
             "ConfigMap",
-            "ConfigMap",
+            "CronJob",
             "CronJob",
             "Deployment",
-            "HorizontalPodAutoscaler",
             "Ingress",
             "Job",
             "NetworkPolicy",
             "Pod",
+            "Pod",
             "PodDisruptionBudget",
             "PrometheusRule",
+            "ScaledObject",
+            "Secret",
+            "Service",
             "Service",
             "ServiceAccount",
             "ServiceMonitor",
@@ -504,56 +459,23 @@ def test_hpa_scales_deployment_on_cpu_when_cpu_autoscaling_enabled() -> None:
     ]
 
 
-def test_hpa_queue_time_metric_is_recorded_and_adapted_when_custom_metric_enabled() -> None:
-    """The HPA's Pods metric is the PrometheusRule's recorded series, exposed by the adapter rule."""
-    manifests = render(load_values("autoscaling-queue-time"))
-    hpa = only(manifests, "HorizontalPodAutoscaler")
-    assert len(hpa["spec"]["metrics"]) == 1
-    pods_metric = hpa["spec"]["metrics"][0]["pods"]
-    name = pods_metric["metric"]["name"]
-    assert pods_metric["target"] == {"type": "AverageValue", "averageValue": "25000"}
-    assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 300
-
-    rule_resource = only(manifests, "PrometheusRule")
-    assert rule_resource["apiVersion"] == "monitoring.coreos.com/v1"
-    assert rule_resource["metadata"]["labels"]["release"] == "kube-prometheus-stack"
-    rule = rule_resource["spec"]["groups"][0]["rules"][0]
-    assert rule["record"] == name
-    numerator, denominator = rule["expr"].split("\n/\n")
-    selector = f'{{namespace="{NAMESPACE}",service="{FULLNAME}"}}[2m]'
-    assert f"rate(nv_inference_queue_duration_us{selector})" in numerator
-    assert f"rate(nv_inference_request_success{selector})" in denominator
-    assert "sum by (namespace, pod)" in numerator and "sum by (namespace, pod)" in denominator
-
-    adapter = yaml.safe_load(
-        next(m for m in manifests if m["metadata"]["name"].endswith("prometheus-adapter-rules"))["data"]["rules.yaml"]
-    )
-    (adapter_rule,) = adapter["rules"]
-    assert adapter_rule["seriesQuery"].startswith(name + "{")
-    assert adapter_rule["name"]["as"] == name
-    assert adapter_rule["resources"]["overrides"] == {
-        "namespace": {"resource": "namespace"},
-        "pod": {"resource": "pod"},
-    }
-    assert "<<.Series>>" in adapter_rule["metricsQuery"] and "<<.GroupBy>>" in adapter_rule["metricsQuery"]
-
-
 def test_servicemonitor_scrapes_metrics_port_of_triton_service_when_enabled() -> None:
-    """The ServiceMonitor selects the Service's labels and scrapes its metrics port."""
-    manifests = render(load_values("autoscaling-queue-time"))
+    """The ServiceMonitor selects the ClusterIP Service's labels (not the headless Service's) and scrapes its
+    metrics port."""
+    manifests = render(load_values("autoscaling-queue-time-adapter"))
     monitor = only(manifests, "ServiceMonitor")
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
-    assert (
-        monitor["spec"]["selector"]["matchLabels"].items() <= only(manifests, "Service")["metadata"]["labels"].items()
-    )
-    assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "15s"}]
+    selector = monitor["spec"]["selector"]
+    assert selector["matchLabels"].items() <= main_service(manifests)["metadata"]["labels"].items()
+    headless = only(manifests, "Service", "-headless")
+    assert selector["matchLabels"].items() <= headless["metadata"]["labels"].items()
+    (excluded,) = selector["matchExpressions"]
+    assert excluded["operator"] == "DoesNotExist" and excluded["key"] in headless["metadata"]["labels"]
+    assert excluded["key"] not in main_service(manifests)["metadata"]["labels"]
+    assert monitor["spec"]["endpoints"] == [
+        {"port": port, "path": "/metrics", "interval": "15s"} for port in ("metrics", "guard-metrics")
+    ]
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
-
-
-def test_notes_warn_when_queue_time_autoscaling_lacks_recording_rule() -> None:
-    """NOTES.txt says what is missing for the custom metric to exist."""
-    text = notes({"autoscaling": {"enabled": True, "cpu": {"enabled": False}, "queueTime": {"enabled": True}}})
-    assert "prometheusRule.enabled is false" in text and "serviceMonitor.enabled is false" in text
 
 
 def test_dashboard_configmap_carries_sidecar_label_when_enabled() -> None:
@@ -569,11 +491,11 @@ def test_dashboard_configmap_carries_sidecar_label_when_enabled() -> None:
 def test_networkpolicy_admits_release_pods_and_listed_peers_when_enabled() -> None:
     """Inference ports admit this release's pods and ingressFrom; metrics admits metricsFrom."""
     policy = only(render(load_values("everything")), "NetworkPolicy")
-    inference, metrics = policy["spec"]["ingress"]
+    inference, metrics = policy["spec"]["ingress"][0], policy["spec"]["ingress"][-1]
     assert [p["port"] for p in inference["ports"]] == ["http", "grpc"]
     assert inference["from"][0] == {"podSelector": {"matchLabels": {"app.kubernetes.io/instance": RELEASE}}}
     assert inference["from"][1]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "apps"}
-    assert [p["port"] for p in metrics["ports"]] == ["metrics"]
+    assert [p["port"] for p in metrics["ports"]] == ["metrics", "guard-metrics"]
     assert metrics["from"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "monitoring"}
 
 
@@ -581,7 +503,8 @@ def test_networkpolicy_admits_release_pods_and_listed_peers_when_enabled() -> No
 
 
 def test_batch_job_scores_one_shard_per_index_when_batch_enabled() -> None:
-    """An Indexed Job runs `tritonkit score` on shard $(JOB_COMPLETION_INDEX)/N against the Service."""
+    """An Indexed Job runs `tritonkit score` on shard $(JOB_COMPLETION_INDEX)/N of this run, against every
+    Triton replica (headless Service), waiting for Triton and counting rejected rows as done."""
     manifests = render(load_values("batch"))
     job = only(manifests, "Job")
     spec = job["spec"]
@@ -590,8 +513,7 @@ def test_batch_job_scores_one_shard_per_index_when_batch_enabled() -> None:
     assert pod["restartPolicy"] == "Never"
     container = pod["containers"][0]
     assert container["image"] == "registry.example.com/tritonkit:0.1.0"
-    service = only(manifests, "Service")
-    grpc_port = next(p["port"] for p in service["spec"]["ports"] if p["name"] == "grpc")
+    headless = only(manifests, "Service", "-headless")
     assert container["args"] == [
         "score",
         "--model",
@@ -599,11 +521,15 @@ def test_batch_job_scores_one_shard_per_index_when_batch_enabled() -> None:
         "--input",
         "/data/input/customers.parquet",
         "--output",
-        "/data/scores/shard-$(JOB_COMPLETION_INDEX)",
+        "/data/scores/$(TRITONKIT_RUN_ID)/shard-$(JOB_COMPLETION_INDEX)-of-8.parquet",
         "--url",
-        f"{service['metadata']['name']}.{NAMESPACE}.svc.cluster.local:{grpc_port}",
+        f"dns:///{headless['metadata']['name']}.{NAMESPACE}.svc.cluster.local:8001",
         "--shard",
         "$(JOB_COMPLETION_INDEX)/8",
+        "--retry-s",
+        "600",
+        "--rejects-exit-code",
+        "0",
         "--resume",
     ]
     index_env = next(e for e in container["env"] if e["name"] == "JOB_COMPLETION_INDEX")
@@ -657,9 +583,9 @@ def test_batch_resources_absent_when_batch_disabled() -> None:
 def test_test_pod_curls_ready_endpoint_through_service_when_helm_test_runs() -> None:
     """The helm test hook fails unless GET /v2/health/ready through the Service answers 200."""
     manifests = render()
-    pod = next(m for m in manifests if m["kind"] == "Pod")
+    pod = only(manifests, "Pod", "-test-ready")
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     args = pod["spec"]["containers"][0]["args"]
     assert "--fail" in args
-    assert args[-1] == f"http://{only(manifests, 'Service')['metadata']['name']}:8000/v2/health/ready"
+    assert args[-1] == f"http://{main_service(manifests)['metadata']['name']}:8000/v2/health/ready"
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True

@@ -105,6 +105,21 @@ def test_triton_gets_the_server_python_libraries_and_stub_and_no_pythonpath_when
     assert install.stub() == install.stubs / "3.11" / "triton_python_backend_stub"
 
 
+def test_triton_keeps_the_callers_pythonpath_when_its_environment_is_given_as_it_is(tmp_path):
+    install = TritonInstall(
+        binary=tmp_path / "tritonserver",
+        python_backend=tmp_path / "python",
+        stubs=tmp_path / "stubs",
+        libs=tmp_path / "libs",
+        python=Path("/usr/bin/python3"),
+        python_version="3.11",
+        isolated=False,
+    )
+    env = install.environment({"PATH": "/bin", "PYTHONPATH": "/carried/site"})
+    assert env["PYTHONPATH"] == "/carried/site"
+    assert env["PATH"] == "/usr/bin:/bin"
+
+
 def test_server_env_prints_its_path_when_asked(monkeypatch, tmp_path):
     monkeypatch.setenv(ENV_VAR, str(tmp_path / "server"))
     result = CliRunner().invoke(app, ["server-env", "--print-path"])

@@ -17,7 +17,7 @@ from rich.markup import escape
 from typer._click import ClickException  # typer vendors click
 from typer.core import TyperGroup
 
-from tritonkit.cli import bench, export, hybrid, plan, predict, score, serve, server_env
+from tritonkit.cli import bench, export, gateway, guard, hybrid, plan, predict, score, serve, server_env
 from tritonkit.errors import NotFreshError, RowsRejectedError, TritonKitError, exit_code_for
 
 ENV_PREFIX = "TRITONKIT"
@@ -46,12 +46,15 @@ class KitGroup(TyperGroup):
 app = typer.Typer(cls=KitGroup, add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0])
 app.add_typer(export.export_app, name="export")
 app.command("serve")(serve.serve)
+app.command("guard")(guard.guard)
 app.command("server-env")(server_env.server_env)
 app.command("predict")(predict.predict)
 app.command("models")(predict.models)
 app.command("score")(score.score)
 app.command("lookup")(hybrid.lookup)
 app.command("freshness")(hybrid.freshness)
+app.command("gateway")(gateway.gateway)
+app.add_typer(gateway.features_app, name="features")
 app.command("bench")(bench.bench)
 app.command("plan")(plan.plan)
 

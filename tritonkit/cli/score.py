@@ -24,14 +24,15 @@ def score(
         None,
         "--input",
         "-i",
-        help="Parquet, CSV or JSON Lines file, or a folder of them (--engine spark: also a URI or table:NAME).",
+        help="Parquet, CSV or JSON Lines file, or a folder of them; local, s3://, gs:// or abfs:// "
+        "(--engine spark: also table:NAME).",
     ),
     output: str = typer.Option(
         ...,
         "--output",
         "-o",
-        help="Result file (.parquet, .csv or .jsonl); with --watch, the "
-        "folder of results; --engine spark: a Parquet folder or URI.",
+        help="Result file (.parquet, .csv or .jsonl), local or s3://, gs://, abfs://; may hold {run_id}, {date}, "
+        "{shard}, {shards}; with --watch, the folder of results; --engine spark: a Parquet folder or URI.",
     ),
     watch: Path | None = typer.Option(
         None,
@@ -49,16 +50,23 @@ def score(
     shard: str = typer.Option("0/1", envvar="TRITONKIT_SHARD", help="I/N: score the I-th of N shares."),
     id_column: str | None = typer.Option(None, help="Column passed through as the row's id."),
     map: list[str] = typer.Option([], "--map", help="COLUMN=INPUT or COL1,COL2=INPUT (repeatable)."),
-    rejects: Path | None = typer.Option(None, help="Rejected rows (default: OUTPUT.rejects.jsonl)."),
+    rejects: str | None = typer.Option(None, help="Rejected rows (default: OUTPUT.rejects.jsonl)."),
+    rejects_exit_code: int = typer.Option(
+        8, help="Exit code of a run that rejected some rows (0: such a run counts as done)."
+    ),
+    run_id: str | None = typer.Option(
+        None, envvar="TRITONKIT_RUN_ID", help="{run_id} in --output (default: the UTC start, 20261126T134500Z)."
+    ),
     format: str | None = typer.Option(None, help="parquet, csv or jsonl (default: from --output)."),
     threshold: float | None = typer.Option(None, help="Add predicted_label = score >= THRESHOLD."),
     score_output: str | None = typer.Option(None, help="Output that --threshold/--segments read."),
     segments: str | None = typer.Option(None, help="Segment names, e.g. Low,Medium,High."),
     segment_bounds: str | None = typer.Option(None, help="Ascending bounds, e.g. 0.3,0.6."),
-    report: Path | None = typer.Option(None, help="Also write the report here as JSON."),
+    report: str | None = typer.Option(None, help="Also write the report here as JSON (templates as --output)."),
     store: str | None = typer.Option(
         None, envvar="TRITONKIT_STORE", help="Also write scored rows to this prediction store (sqlite:///, redis://)."
     ),
+    features: bool = typer.Option(False, help="With --store: also write each row's model inputs to the feature store."),
     progress: bool = typer.Option(True, help="Progress bar on a terminal."),
     engine: str = typer.Option("local", envvar="TRITONKIT_ENGINE", help="local (this process) or spark (a Spark job)."),
     master: str | None = typer.Option(
@@ -74,6 +82,8 @@ def score(
     """Score a whole dataset through Triton: resumable, every row exactly once."""
     from tritonkit.clients.score import ScoreOptions, parse_shard
 
+    if not 0 <= rejects_exit_code <= 255:
+        raise UsageError(f"--rejects-exit-code {rejects_exit_code}: expected 0 to 255")
     if (input is None) == (watch is None):
         raise UsageError("give --input (one dataset) or --watch (a folder to follow), not both or neither")
     options = ScoreOptions(
@@ -96,9 +106,11 @@ def score(
         segments=names(segments),
         segment_bounds=floats("--segment-bounds", segment_bounds),
         store=store,
+        features=features,
         engine=engine,
         spark_master=master,
         spark_partitions=partitions,
+        run_id=run_id,
     )
     if watch is not None:
         _watch(options, watch, Path(output), poll_s, settle_s, once)
@@ -106,9 +118,14 @@ def score(
     result = _run(options, progress and console.is_terminal)
     print_report(result)
     if report:
-        report.write_text(json.dumps(result.to_dict(), indent=2))
+        from tritonkit.clients.storage import locate
+
+        locate(options.expand(report)).write_bytes(json.dumps(result.to_dict(), indent=2).encode())
     if result.rows_rejected:
-        raise RowsRejectedError(result.rows_rejected, result.rows_read, result.rejects)
+        rejected = RowsRejectedError(result.rows_rejected, result.rows_read, result.rejects, rejects_exit_code)
+        if rejects_exit_code:
+            raise rejected
+        console.print(f"[yellow]note:[/yellow] {rejected} (--rejects-exit-code 0: the run counts as done)")
 
 
 def _run(options, bar: bool):

@@ -57,6 +57,14 @@ app.kubernetes.io/component: server
 {{- end }}
 
 {{/*
+Labels of the Triton pod template: the selector labels only, no chart or kit version, so that bumping the
+chart or the kit does not roll the Triton pods (the Deployment, Service and others carry the versions).
+*/}}
+{{- define "tritonkit.serverPodLabels" -}}
+{{ include "tritonkit.serverSelectorLabels" . }}
+{{- end }}
+
+{{/*
 Common labels plus the server component.
 */}}
 {{- define "tritonkit.serverLabels" -}}
@@ -166,14 +174,64 @@ Tolerations of the Triton pods: the user's, plus the nvidia.com/gpu taint when a
 {{- end }}
 
 {{/*
-Triton's gRPC address inside the cluster, for the batch jobs.
+Name of the headless Service whose DNS name resolves to every ready Triton pod (gRPC client-side balancing).
+*/}}
+{{- define "tritonkit.headlessName" -}}
+{{- printf "%s-headless" (include "tritonkit.fullname" . | trunc 54 | trimSuffix "-") }}
+{{- end }}
+
+{{/*
+Triton's gRPC address for the kit's clients in the cluster (batch jobs): batch.tritonUrl when set; else
+dns:///<headless Service>:8001 (round robin over every ready pod; the pods' own port, since a headless
+Service does not remap ports) with batch.clientSideBalancing, or the ClusterIP Service's grpc port without.
 */}}
 {{- define "tritonkit.grpcAddress" -}}
+{{- $domain := printf "%s.svc.%s" .Release.Namespace .Values.clusterDomain }}
 {{- if .Values.batch.tritonUrl }}
 {{- .Values.batch.tritonUrl }}
+{{- else if .Values.batch.clientSideBalancing }}
+{{- printf "dns:///%s.%s:8001" (include "tritonkit.headlessName" .) $domain }}
 {{- else }}
-{{- printf "%s.%s.svc.%s:%d" (include "tritonkit.fullname" .) .Release.Namespace .Values.clusterDomain (int .Values.service.ports.grpc) }}
+{{- printf "%s.%s:%d" (include "tritonkit.fullname" .) $domain (int .Values.service.ports.grpc) }}
 {{- end }}
+{{- end }}
+
+{{/*
+The tritonkit image (batch jobs, freshness check): kitImage.repository is required, since no public image is
+published; the tag defaults to the chart's appVersion.
+*/}}
+{{- define "tritonkit.kitImage" -}}
+{{- $repo := required "kitImage.repository is required for the batch jobs: no public tritonkit image is published; build the repository's Dockerfile (docker build -t REGISTRY/tritonkit:TAG .), push it, and set kitImage.repository=REGISTRY/tritonkit" .Values.kitImage.repository }}
+{{- printf "%s:%s" $repo (default .Chart.AppVersion .Values.kitImage.tag) }}
+{{- end }}
+
+{{/*
+Secret and key that hold Triton's admin key: triton.adminKey.existingSecret, or the Secret this chart generates.
+*/}}
+{{- define "tritonkit.adminKeySecretName" -}}
+{{- default (printf "%s-admin-key" (include "tritonkit.fullname" . | trunc 53 | trimSuffix "-")) .Values.triton.adminKey.existingSecret }}
+{{- end }}
+
+{{/*
+"true" when the restricted groups include one the kit's clients need (inference, metadata, model-config):
+the batch and test pods then send the admin key too.
+*/}}
+{{- define "tritonkit.clientsNeedAdminKey" -}}
+{{- $needed := list "inference" "metadata" "model-config" }}
+{{- range .Values.triton.restrictedApis }}
+{{- if has . $needed }}true{{ end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Environment variable TRITONKIT_ADMIN_KEY read from the admin-key Secret (a list entry for a container's env).
+*/}}
+{{- define "tritonkit.adminKeyEnv" -}}
+- name: TRITONKIT_ADMIN_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "tritonkit.adminKeySecretName" . }}
+      key: {{ .Values.triton.adminKey.secretKey }}
 {{- end }}
 
 {{/*
@@ -184,22 +242,11 @@ PromQL label matchers that select this release's Triton series.
 {{- end }}
 
 {{/*
-Checks across values that the schema cannot express; fails with a message naming the keys.
+Labels of every alert in the PrometheusRule: the severity and prometheusRule.alerts.labels.
 */}}
-{{- define "tritonkit.validate" -}}
-{{- if and .Values.autoscaling.enabled (not (or .Values.autoscaling.cpu.enabled .Values.autoscaling.queueTime.enabled)) }}
-{{- fail "autoscaling.enabled needs autoscaling.cpu.enabled or autoscaling.queueTime.enabled" }}
-{{- end }}
-{{- if and .Values.autoscaling.enabled .Values.autoscaling.cpu.enabled (not (dig "requests" "cpu" "" .Values.resources)) }}
-{{- fail "autoscaling.cpu.enabled needs resources.requests.cpu: CPU utilisation is measured against the request" }}
-{{- end }}
-{{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
-{{- fail "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" }}
-{{- end }}
-{{- if and (eq .Values.modelRepository.source "pvc") (not .Values.modelRepository.pvc.existingClaim) }}
-{{- fail "modelRepository.pvc.existingClaim is required when modelRepository.source is pvc" }}
-{{- end }}
-{{- if and (eq .Values.modelRepository.source "image") (not .Values.modelRepository.image.repository) }}
-{{- fail "modelRepository.image.repository is required when modelRepository.source is image" }}
+{{- define "tritonkit.alertLabels" -}}
+severity: {{ .Values.prometheusRule.alerts.severity }}
+{{- with .Values.prometheusRule.alerts.labels }}
+{{ toYaml . }}
 {{- end }}
 {{- end }}
