@@ -262,7 +262,7 @@ def _sqlite_entries(path: Path, model: str, sample: int) -> tuple[int, float, li
 def _redis_entries(url: str, model: str, sample: int) -> tuple[int, float, list[str]]:
     import redis
 
-    from tritonkit.clients.store_redis import _key
+    from tritonkit.clients.store_redis import key as _key
 
     base, _, query = url.partition("?")
     kept = "&".join(p for p in query.split("&") if p and not p.startswith(("batch_ttl=", "realtime_ttl=")))

@@ -252,6 +252,9 @@ def _configs(options: ExportOptions, parts: _Parts, scratch: dict[str, Path], wi
     inputs, [preprocessed] = specs_from_onnx(scratch["preprocess"] / "model.onnx")
     steps = {role: _step_options(options, role) for role in ROLES}
     preprocess = steps["preprocess"].model_config(inputs, [preprocessed], default_max_batch_size=FIL_MAX_BATCH_SIZE)
+    if missing:  # the onnxruntime backend lets NaN through only for the inputs this lists
+        parameters = {**preprocess.parameters, MISSING_PARAMETER: ",".join(missing)}
+        preprocess = dataclasses.replace(preprocess, parameters=parameters)
     names = getattr(parts.preprocess, "get_feature_names_out", lambda: None)()
     trees = trees_config(steps["trees"], parts.library, parts.classifier, parts.features, width, names)
     texts = {"preprocess": preprocess.to_pbtxt(), "trees": trees.to_pbtxt()}

@@ -208,7 +208,7 @@ def test_triton_exit_names_the_signal_and_quotes_the_log_when_triton_crashed(tmp
     report = crash.report()
     assert "killed by SIGSEGV (signal 11) after 12 s" in report and "Signal (11) received." in report
     assert "0x0000" not in report
-    assert crash.error("not restarted").exit_code == 13 and crash.error("").signal_name == "SIGSEGV"
+    assert crash.error("not restarted").exit_code == 14 and crash.error("").signal_name == "SIGSEGV"
     assert "exited with code 3" in TritonExit.read(3, tmp_path / "missing.log", 1.0).report()
 
 

@@ -5,6 +5,7 @@ without a cluster or a socket (helpers from test_helm_chart)."""
 from __future__ import annotations
 
 import pytest
+from helm_render import main_service
 from test_helm_chart import load_values, only, render, render_error, triton_container
 
 from tritonkit.cli import cli
@@ -49,7 +50,7 @@ def test_guard_args_are_options_of_the_tritonkit_guard_command_when_rendered() -
 
 def test_service_and_ingress_reach_triton_http_through_the_guard_when_ingress_enabled() -> None:
     manifests = render(load_values("guard-custom"))
-    service_ports = {p["name"]: p for p in only(manifests, "Service")["spec"]["ports"]}
+    service_ports = {p["name"]: p for p in main_service(manifests)["spec"]["ports"]}
     assert service_ports["http"]["targetPort"] == "http"  # the pod's "http" port is the guard's
     assert service_ports["guard-metrics"]["targetPort"] == "guard-metrics"
     assert service_ports["guard-metrics"]["port"] == 9003
@@ -80,7 +81,7 @@ def test_triton_serves_its_own_http_when_guard_disabled() -> None:
     triton = triton_container(manifests)
     assert not any(a.startswith("--http-address") for a in triton["args"])
     assert ports(triton)["http"] == 8000 and triton["livenessProbe"]["httpGet"]["port"] == "http"
-    assert {p["name"] for p in only(manifests, "Service")["spec"]["ports"]} == {"http", "grpc", "metrics"}
+    assert {p["name"] for p in main_service(manifests)["spec"]["ports"]} == {"http", "grpc", "metrics"}
     assert [e["port"] for e in only(manifests, "ServiceMonitor")["spec"]["endpoints"]] == ["metrics"]
 
 

@@ -176,9 +176,12 @@ def bumped_chart(tmp_path: Path) -> helm.Chart:
 
 def test_triton_pod_template_unchanged_when_chart_and_kit_versions_are_bumped(tmp_path: Path) -> None:
     """The Deployment's pod template (what a rollout compares) is identical across a version bump, while
-    the resources' own labels and the batch image do follow the new version."""
+    the resources' own labels and the batch image do follow the new version. The guard sidecar runs the
+    kit's image: pinning `guard.image.tag` keeps a kit upgrade from rolling Triton's pods (unpinned, the
+    new guard rolls them, as any new sidecar image does)."""
     values = load_values("batch")
     values["kitImage"] = {"repository": "registry.example.com/tritonkit"}  # tag: the chart's appVersion
+    values["guard"] = {"image": {"repository": "registry.example.com/tritonkit", "tag": "0.1.0"}}
 
     def deployment_and_job(loaded=None):
         docs = render_raw(values, loaded=loaded)

@@ -8,7 +8,8 @@ fit the model gets its own error response and the others in its batch are still 
 
 Floating-point inputs holding NaN or infinity (a JSON `NaN`, `1e400` read as FP32) are refused by
 default: a model scores them as some ordinary label without a word. The config parameter
-`allow_non_finite_inputs: "true"` lets them through for models that handle them.
+`allow_non_finite_inputs: "true"` lets them through for models that handle them; an input listed in the
+`missing_inputs` parameter (the tabular exports' inputs whose missing value is NaN) takes NaN, not infinity.
 
 This file runs inside Triton's Python backend stub, not inside the tritonkit package: it imports
 only numpy, onnxruntime and `triton_python_backend_utils`.
@@ -199,6 +200,8 @@ class TritonPythonModel:
         self.session = ort.InferenceSession(path, sess_options=options, providers=providers)
         self.batching = config.get("max_batch_size", 0) > 0
         self.allow_non_finite = params.get("allow_non_finite_inputs", "false").strip().lower() == "true"
+        # Inputs whose NaN means "missing" (tabular exports list them): NaN passes there, infinity does not.
+        self.missing = set(filter(None, params.get("missing_inputs", "").split(",")))
         self.inputs = [(t.name, _ORT_TO_NUMPY[t.type], _dims(t.shape)) for t in self.session.get_inputs()]
         self.output_names = [t.name for t in self.session.get_outputs()]
         self.output_dtypes = {
@@ -221,7 +224,9 @@ class TritonPythonModel:
                     f"model '{self.model_name}': input '{name}' has dtype {array.dtype}, expected {np.dtype(dtype)}"
                 )
             if not self.allow_non_finite and array.dtype.kind == "f" and not np.isfinite(array).all():
-                raise ValueError(_non_finite(self.model_name, name, array, self.batching))
+                bad = np.isinf(array) if name in self.missing else ~np.isfinite(array)
+                if bad.any():
+                    raise ValueError(_non_finite(self.model_name, name, array, bad, self.batching))
             if len(array.shape) != len(dims) or any(d != -1 and d != s for d, s in zip(dims, array.shape)):
                 raise ValueError(
                     f"model '{self.model_name}': input '{name}' has shape {list(array.shape)}, expected {dims}"
@@ -311,8 +316,8 @@ def output_tensor(name, value):
     return tensor
 
 
-def _non_finite(model, name, array, batching):
-    position = np.argwhere(~np.isfinite(array))[0]
+def _non_finite(model, name, array, bad, batching):
+    position = np.argwhere(bad)[0]
     value = array[tuple(position)]
     where = f"row {position[0]}" if batching and len(position) else f"position {position.tolist()}"
     return (
