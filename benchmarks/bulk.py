@@ -143,7 +143,7 @@ def reference_rows_per_s(model_path: Path, feeds: dict[str, np.ndarray], rows: i
     return best
 
 
-def main() -> None:
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=400_000)
     parser.add_argument("--repeat", type=int, default=3, help="runs of each side; the best is kept")
@@ -151,61 +151,77 @@ def main() -> None:
     parser.add_argument("--text-rows", type=int, default=8_192, help="sentences for minilm")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def _prepare(args, models: list[str], tmp: Path) -> dict:
+    """Exports the models and writes the rows; what each model is measured on."""
+    repository = tmp / "repository"
+    repository.mkdir()
+    export_forest(repository)
+    export_churn(repository)
+    frame = synthetic_customers(args.rows, seed=9).drop(columns=["churned"])
+    data = tmp / "rows.parquet"
+    frame.to_parquet(data)
+    columns = {f: frame[[f]].to_numpy(np.float32) for f in FEATURES}
+    feeds = {"forest": {"features": np.hstack([columns[f] for f in FEATURES])}, "churn": columns}
+    plan = {"repository": repository}
+    for model in ("forest", "churn"):
+        maps = [",".join(FEATURES) + "=features"] if model == "forest" else []
+        plan[model] = {"source": data, "rows": args.rows, "id_column": "customer_id", "maps": maps}
+        plan[model]["reference"] = lambda m=model: reference_rows_per_s(
+            repository / m / "1" / "model.onnx", feeds[m], args.rows, args.repeat
+        )
+    if "minilm" in models:
+        from tritonkit.export.hf import DEFAULT_MAX_BATCH_SIZE, export_minilm
+
+        export_minilm(repository)
+        texts = sentences(args.text_rows)
+        pa.table({"doc_id": np.arange(len(texts)), "text": texts}).to_pandas().to_parquet(tmp / "texts.parquet")
+        plan["minilm"] = {"source": tmp / "texts.parquet", "rows": len(texts), "id_column": "doc_id", "maps": []}
+        plan["minilm"]["reference"] = lambda: minilm_reference_rows_per_s(
+            repository, texts, DEFAULT_MAX_BATCH_SIZE, args.repeat
+        )
+    return plan
+
+
+def _measure(args, model: str, spec: dict, url: str, tmp: Path) -> dict:
+    """The in-process reference, then the best of --repeat `score` runs of `model`."""
+    reference = spec["reference"]()
+    best = None
+    for i in range(args.repeat):
+        report = score(
+            ScoreOptions(
+                model=model,
+                input=spec["source"],
+                output=tmp / f"{model}-{i}.parquet",
+                endpoint=url,
+                maps=spec["maps"],
+                id_column=spec["id_column"],
+                concurrency=args.concurrency,
+            )
+        )
+        assert report.rows_scored == spec["rows"], report
+        best = report if best is None or report.rows_per_s > best.rows_per_s else best
+    return {
+        "rows": spec["rows"],
+        "onnxruntime_rows_per_s": round(reference),
+        "score_rows_per_s": best.rows_per_s,
+        "ratio": round(best.rows_per_s / reference, 3),
+        "latency_ms": best.latency_ms,
+    }
+
+
+def main() -> None:
+    args = _arguments()
     models = ["forest", "churn", "minilm"] if args.model == "all" else [args.model]
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        repository = tmp / "repository"
-        repository.mkdir()
-        export_forest(repository)
-        export_churn(repository)
-        if "minilm" in models:
-            from tritonkit.export.hf import export_minilm
-
-            export_minilm(repository)
-            texts = sentences(args.text_rows)
-            pa.table({"doc_id": np.arange(len(texts)), "text": texts}).to_pandas().to_parquet(tmp / "texts.parquet")
-        frame = synthetic_customers(args.rows, seed=9).drop(columns=["churned"])
-        data = tmp / "rows.parquet"
-        frame.to_parquet(data)
-        columns = {f: frame[[f]].to_numpy(np.float32) for f in FEATURES}
-        feeds = {"forest": {"features": np.hstack([columns[f] for f in FEATURES])}, "churn": columns}
-        maps = {"forest": [",".join(FEATURES) + "=features"], "churn": []}
-        with EmbeddedServer(repository, http_port=0, grpc_port=0, metrics_port=0) as server:
+        plan = _prepare(args, models, tmp)
+        with EmbeddedServer(plan["repository"], http_port=0, grpc_port=0, metrics_port=0) as server:
             for model in models:
-                if model == "minilm":
-                    from tritonkit.export.hf import DEFAULT_MAX_BATCH_SIZE
-
-                    reference = minilm_reference_rows_per_s(repository, texts, DEFAULT_MAX_BATCH_SIZE, args.repeat)
-                    source, rows, id_column = tmp / "texts.parquet", len(texts), "doc_id"
-                else:
-                    reference = reference_rows_per_s(
-                        repository / model / "1" / "model.onnx", feeds[model], args.rows, args.repeat
-                    )
-                    source, rows, id_column = data, args.rows, "customer_id"
-                best = None
-                for i in range(args.repeat):
-                    report = score(
-                        ScoreOptions(
-                            model=model,
-                            input=source,
-                            output=tmp / f"{model}-{i}.parquet",
-                            endpoint=server.grpc_url,
-                            maps=maps.get(model, []),
-                            id_column=id_column,
-                            concurrency=args.concurrency,
-                        )
-                    )
-                    assert report.rows_scored == rows, report
-                    best = report if best is None or report.rows_per_s > best.rows_per_s else best
-                results[model] = {
-                    "rows": rows,
-                    "onnxruntime_rows_per_s": round(reference),
-                    "score_rows_per_s": best.rows_per_s,
-                    "ratio": round(best.rows_per_s / reference, 3),
-                    "latency_ms": best.latency_ms,
-                }
+                results[model] = _measure(args, model, plan[model], server.grpc_url, tmp)
     print(f"best of {args.repeat}; score = read + validate + send + write, end to end")
     print(f"{'model':<8}{'rows':>9}{'onnxruntime rows/s':>20}{'score rows/s':>15}{'ratio':>8}")
     for model, r in results.items():
