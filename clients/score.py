@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from tritonkit.clients import mapping, sources
+from tritonkit.clients.advice import warn_if_realtime_config
 from tritonkit.clients.bulk import BULK_TIMEOUT_S, AsyncInferer, bulk_endpoint, infer_rows
 from tritonkit.clients.endpoint import Endpoint
 from tritonkit.clients.realtime import TritonClient
@@ -138,6 +139,7 @@ class ScoreRun:
         wait_ms = (endpoint.retry.max_total_s or endpoint.timeout_s) * 1000
         with TritonClient(endpoint) as client:
             self.meta = client.metadata(options.model, options.version, timeout_ms=wait_ms)
+            warn_if_realtime_config(client, options.model, options.version)
         self.files = sources.input_files(options.input)
         columns = sources.column_names(self.files)
         self.specs = mapping.plan(self.meta, columns, mapping.parse_maps(options.maps))

@@ -16,7 +16,7 @@ from rich.console import Console
 from typer._click import ClickException  # typer vendors click
 from typer.core import TyperGroup
 
-from tritonkit.cli import bench, export, hybrid, predict, score, serve
+from tritonkit.cli import bench, export, hybrid, predict, score, serve, tune
 from tritonkit.errors import NotFreshError, RowsRejectedError, TritonKitError, exit_code_for
 
 ENV_PREFIX = "TRITONKIT"
@@ -51,6 +51,7 @@ app.command("score")(score.score)
 app.command("lookup")(hybrid.lookup)
 app.command("freshness")(hybrid.freshness)
 app.command("bench")(bench.bench)
+app.command("tune")(tune.tune)
 
 
 @app.callback()
