@@ -5,8 +5,8 @@ any explicit --instances / --intra-op-threads / --max-batch-size wins over them)
 
 | profile  | model cost per row                  | instances        | onnxruntime threads each | max_batch_size |
 |----------|-------------------------------------|------------------|--------------------------|----------------|
-| realtime | light (rows of features)            | min(cores, 4)    | 1                        | 4,096          |
-| realtime | heavy (tensors, text: a transformer)| min(cores, 4)    | 1                        | 64             |
+| realtime | light (rows of features)            | min(cores, 2)    | 1                        | 4,096          |
+| realtime | heavy (tensors, text: a transformer)| min(cores, 2)    | 1                        | 64             |
 | bulk     | light                               | 1                | every core (0)           | 65,536         |
 | bulk     | heavy                               | 1                | every core (0)           | 64             |
 
@@ -27,7 +27,7 @@ from tritonkit.errors import UsageError
 from tritonkit.model_config import InstanceGroup, ModelConfig
 
 PROFILES = ("realtime", "bulk")
-REALTIME_MAX_INSTANCES = 4
+REALTIME_MAX_INSTANCES = 2  # more single-threaded instances than this: let `tritonkit tune` measure it
 BULK_TABULAR_MAX_BATCH_SIZE = 65_536
 ALL_CORES = 0  # intra_op_thread_count 0: onnxruntime picks one thread per core
 
