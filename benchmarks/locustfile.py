@@ -55,7 +55,7 @@ from tritonkit.clients.endpoint import PROTOCOLS, Endpoint, parse_headers
 from tritonkit.clients.realtime import TritonClient
 from tritonkit.errors import UsageError
 
-_open_senders: dict[int, GrpcSender] = {}  # id -> sender: every gRPC channel not closed yet
+_open_senders: dict[int, object] = {}  # id -> sender (or client): every channel not closed yet
 
 
 @events.init.add_listener
@@ -101,7 +101,8 @@ class GrpcSender:
     def __init__(self, endpoint: Endpoint):
         self.endpoint = endpoint
         self.channel = endpoint.grpc_channel()
-        self._infer = self.channel.unary_unary(GRPC_INFER_METHOD)  # no (de)serializers: bytes pass through
+        # no (de)serializers: bytes pass through; registered as generated stubs register theirs (a cheaper call)
+        self._infer = self.channel.unary_unary(GRPC_INFER_METHOD, _registered_method=True)
         self._metadata = endpoint.grpc_metadata() or None
         _open_senders[id(self)] = self
 
@@ -210,8 +211,8 @@ def _only_model(client: TritonClient) -> str:
 
 
 _PROTOCOL = os.environ.get("TRITONKIT_PROTOCOL", "grpc").lower()
-if _PROTOCOL not in (*PROTOCOLS, "both"):
-    raise UsageError(f"TRITONKIT_PROTOCOL is {_PROTOCOL!r}; expected grpc, http or both")
+if _PROTOCOL not in (*PROTOCOLS, "both", "tritonclient"):
+    raise UsageError(f"TRITONKIT_PROTOCOL is {_PROTOCOL!r}; expected grpc, http or both (or tritonclient)")
 
 
 class GrpcTritonUser(TritonUser):
@@ -283,3 +284,26 @@ def user_class(
             "__module__": __name__,
         },
     )
+
+
+class TritonClientUser(TritonUser):
+    """The heavy path, for comparison only (TRITONKIT_PROTOCOL=tritonclient): the kit's TritonClient over gRPC,
+    tensors rebuilt from the metadata on every call, as these users did before requests were pre-serialized."""
+
+    abstract = _PROTOCOL != "tritonclient"
+    protocol = "grpc"
+
+    def on_start(self) -> None:
+        self.client = TritonClient(self.endpoint)
+        _open_senders[id(self.client)] = self.client  # closed once, at the latest when the test stops
+
+    def serialize(self, meta, arrays):
+        return arrays
+
+    def send(self, arrays) -> int:
+        values, _, _ = self.client.infer_arrays(self.model, arrays, self.version)
+        return int(sum(v.nbytes for v in values.values() if v.dtype != object))
+
+    def on_stop(self) -> None:
+        if _open_senders.pop(id(self.client), None) is not None:
+            self.client.close()

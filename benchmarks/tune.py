@@ -38,6 +38,7 @@ from tritonkit.model_config import ModelConfig
 logger = logging.getLogger(__name__)
 
 PROFILE_CHOICES = ("realtime", "bulk", "both")
+ENGINES = ("auto", "model-analyzer", "kit")
 
 
 @dataclass
@@ -58,10 +59,13 @@ class TuneOptions:
     levels: tuple[int, ...] | None = None  # realtime concurrency levels instead of the built-in ones
     rows: int | None = None  # bulk rows to synthesize instead of sizing them to ~2-5 s per run
     min_gain: float = 1.0  # write the winner only when it beat the start by this much side by side
+    engine: str = "auto"  # realtime sweep: model-analyzer (Triton's), kit (perf_analyzer here), auto
 
     def __post_init__(self):
         self.repository = Path(self.repository)
         self.out = Path(self.out) if self.out else Path("tune-out") / self.model
+        if self.engine not in ENGINES:
+            raise UsageError(f"--engine is {self.engine!r}; expected one of {', '.join(ENGINES)}")
         if self.profile not in PROFILE_CHOICES:
             raise UsageError(f"--profile is {self.profile!r}; expected one of {', '.join(PROFILE_CHOICES)}")
         if not self.p99_budget_ms > 0 or not self.max_minutes > 0:
@@ -105,8 +109,10 @@ def tune(options: TuneOptions, log=logger.info) -> dict:
             share = (deadline - time.perf_counter()) / (len(options.profiles) - index)
             sweep = Sweep(profile, options, trials, base, Path(tmp), log)
             result = sweep.run(time.perf_counter() + share)
-            if options.write and result["winner"] is not None:
-                gain = (result.get("confirm") or {}).get("gain") or 0
+            if result.get("best_is_start") and options.min_gain > 0:
+                result["kept_start"] = "the starting config measured best of every config tried: nothing written"
+            elif options.write and result["winner"] is not None:
+                gain = 1.0 if result.get("best_is_start") else (result.get("confirm") or {}).get("gain") or 0
                 if gain >= options.min_gain:
                     result["written"] = write_winner(profile, options, target, base, _candidate(result["winner"]))
                 else:
@@ -136,6 +142,8 @@ def _options_dict(options: TuneOptions) -> dict:
         "data": str(options.data) if options.data else None,
         "repository": str(options.repository),
         "out": str(options.out),
+        "engine": options.engine,
+        "rows": options.rows,
     }
 
 
@@ -146,7 +154,10 @@ def gain_lines(summary: dict) -> list[str]:
         unit = "rows/s" if profile == "bulk" else "infer/s within p99 budget"
         confirm = result.get("confirm") or {}
         if result["winner"] is None:
-            lines.append(f"{profile}: no config measured ({result.get('stopped', '')})")
+            lines.append(f"{profile}: no config met the budget ({result.get('stopped', '')})")
+            continue
+        if result.get("best_is_start"):
+            lines.append(f"{profile}: the starting config ({result['start']['label']}) measured best: gain 1.00x")
             continue
         lines.append(
             f"{profile}: {result['winner']['label']} -> {confirm.get('winner', 0):,.0f} {unit} against "
@@ -167,6 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--data", type=Path)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--engine", default="auto", choices=ENGINES)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     options = TuneOptions(
@@ -178,6 +190,7 @@ def main(argv: list[str] | None = None) -> None:
         quick=args.quick,
         data=args.data,
         out=args.out,
+        engine=args.engine,
     )
     summary = tune(options, log=print)
     print("\n".join(gain_lines(summary)))

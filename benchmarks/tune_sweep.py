@@ -99,7 +99,7 @@ class Sweep:
         quick = self.options.quick
         self.pa = {
             "budget_ms": self.options.p99_budget_ms,
-            "levels": self.options.levels or ((2, 4, 8, 16) if quick else (1, 2, 4, 8, 16, 32, 64)),
+            "levels": self.options.levels or ((1, 4, 16) if quick else (1, 2, 4, 8, 16, 32, 64)),
             "window_ms": 1000 if quick else 2000,
             "stability": 50 if quick else 25,
             "max_trials": 4 if quick else 6,
@@ -124,24 +124,70 @@ class Sweep:
 
     # ------------------------------------------------------------ the sweep
 
-    def run(self, deadline: float) -> dict:
-        """Start, candidates while time is left (keeping enough for the confirmation), winner, confirmation."""
-        self.prepare()
-        trials = [self.measure(self.start)]
-        stopped = ""
-        rounds = 1 if self.options.quick else 2
+    def engine(self) -> str:
+        """model-analyzer for real time when asked for, or when installed (auto) and the model is no ensemble."""
+        from tritonkit.benchmarks import tune_analyzer
+
+        wanted = self.options.engine
+        if self.profile != "realtime" or wanted == "kit":
+            return "kit"
+        plain = self.served == self.trials.target.tuned
+        if wanted == "model-analyzer" or (tune_analyzer.find() and plain):
+            return "model-analyzer"
+        return "kit"
+
+    def _sweep(self, deadline: float, rounds: int) -> tuple[list[dict], str]:
+        trials, stopped = [self.measure(self.start)], ""
         for candidate in self.candidates():
             spent = [t.get("measure_s", 0) + t.get("load_s", 0) for t in trials]
             if time.perf_counter() + float(np.mean(spent)) * (1 + 2 * rounds) > deadline:
                 stopped = f"time: {len(trials) - 1} of {len(self.candidates())} candidates measured"
                 break
             trials.append(self.measure(candidate))
+        return trials, stopped
+
+    def _model_analyzer(self, deadline: float) -> list[dict]:
+        """The same grid through model_analyzer (its own server, its perf_analyzer sweep); its trials."""
+        from tritonkit.benchmarks import tune_analyzer
+        from tritonkit.errors import UsageError
+
+        binary = tune_analyzer.find()
+        if binary is None:
+            raise UsageError("--engine model-analyzer: model-analyzer is not installed (pip install 'tritonkit[tune]')")
+        search = tune_analyzer._search_space([self.start, *self.candidates()], self.pa["budget_ms"], self.pa["levels"])
+        workdir = self.workdir / "model_analyzer"
+        settings = tune_analyzer.config(self.served, self.trials.scratch, workdir, self.binary, search)
+        self.log(f"  realtime: model_analyzer over {search['model_config_parameters']}")
+        timeout_s = max(120.0, 1.5 * (deadline - time.perf_counter()))  # its pace is its own: some slack
+        csv_path = tune_analyzer.run(binary, settings, workdir, self.options.out, timeout_s)
+        trials = tune_analyzer.trials(csv_path, workdir / "output", self.pa["budget_ms"])
+        for trial in trials:
+            self.log(f"  realtime {trial['candidate']['label']}: {trial['throughput']:,.0f} infer/s (model_analyzer)")
+        return trials
+
+    def run(self, deadline: float) -> dict:
+        """Start, candidates while time is left (keeping enough for the confirmation), winner, confirmation."""
+        self.prepare()
+        rounds = 1 if self.options.quick else 2
+        engine, stopped = self.engine(), ""
+        if engine == "model-analyzer":
+            try:
+                trials = self._model_analyzer(deadline)
+            except RuntimeError as e:  # it failed or ran out of time: the kit's own sweep with what is left
+                self.log(f"  model_analyzer: {str(e)[:300]}; the kit's own sweep instead")
+                engine = f"kit (model_analyzer: {str(e)[:200]})"
+                trials, stopped = self._sweep(deadline, rounds)
+        else:
+            trials, stopped = self._sweep(deadline, rounds)
         best = max(trials, key=lambda t: t["throughput"])
         winner = best["candidate"] if best["throughput"] > 0 else None
         result = {"profile": self.profile, "start": self.start.to_dict(), "trials": trials, "winner": winner}
         result["stopped"] = stopped
         result["kind"] = self.kind
-        if winner is not None:
+        result["engine"] = engine
+        if winner is not None and winner["label"] == self.start.label:
+            result["best_is_start"] = True  # nothing to confirm: the starting config measured best
+        elif winner is not None:
             result["confirm"] = self.confirm(_from_dict(winner), rounds)
         return result
 

@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 
-from tritonkit.benchmarks import perf_analyzer
+from tritonkit.benchmarks import perf_analyzer, tune_analyzer
 from tritonkit.benchmarks.tune import TuneOptions, gain_lines, tune
 from tritonkit.benchmarks.tune_grid import Candidate, apply, describe
 from tritonkit.clients import TritonClient
@@ -40,6 +40,7 @@ def tuned(churn_repository, tmp_path_factory):
         levels=(1, 2),
         rows=3000,
         min_gain=0.0,  # write the winner whatever the side-by-side ratio says: the test checks what is written
+        engine="kit",
     )
     start = ModelConfig.read(repository / "churn")
     summary = tune(options, log=lambda _: None)
@@ -54,7 +55,8 @@ def test_tune_picks_the_best_measured_config_when_sweeping_a_tiny_grid(tuned):
         assert len(measured) == len(result["trials"]), [t.get("error") for t in result["trials"]]
         best = max(measured, key=lambda t: t["throughput"])
         assert result["winner"]["label"] == best["candidate"]["label"]
-        assert set(result["confirm"]["runs"]) == {"start", "winner"}
+        if not result.get("best_is_start"):  # a winner other than the start is confirmed side by side
+            assert set(result["confirm"]["runs"]) == {"start", "winner"}
     bulk = summary["profiles"]["bulk"]
     assert [t["rows"] for t in bulk["trials"]] == [3000] * 3
     assert {t["candidate"]["in_flight"] for t in bulk["trials"][1:]} == {2, 4}
@@ -78,7 +80,7 @@ def test_tune_writes_configs_that_load_and_serve_when_winners_are_written(tuned,
     repository, out, summary, start = tuned
     bulk = ModelConfig.read(repository / "churn_bulk")
     winner = summary["profiles"]["bulk"]["winner"]
-    assert bulk.name == "churn_bulk" and bulk.max_batch_size == winner["max_batch_size"] == 1024
+    assert bulk.name == "churn_bulk" and bulk.max_batch_size == winner["max_batch_size"]
     assert sorted(p.name for p in (repository / "churn_bulk").iterdir()) == ["1", "config.pbtxt"]
     if "realtime" in summary["profiles"]:
         realtime = ModelConfig.read(repository / "churn")
@@ -97,3 +99,35 @@ def _candidate(data: dict) -> Candidate:
     fields = {k: v for k, v in data.items() if k != "label"}
     fields["preferred_batch_sizes"] = tuple(fields["preferred_batch_sizes"])
     return Candidate(**fields)
+
+
+@pytest.mark.skipif(
+    tune_analyzer.find() is None or perf_analyzer.find() is None,
+    reason="model-analyzer (pip install 'tritonkit[tune]') and perf_analyzer (scripts/ensure-perf-analyzer.sh) needed",
+)
+def test_tune_drives_model_analyzer_and_keeps_its_reports_when_engine_is_model_analyzer(churn_repository, tmp_path):
+    repository = tmp_path / "repository"
+    shutil.copytree(churn_repository / "churn", repository / "churn")
+    options = TuneOptions(
+        model="churn",
+        repository=repository,
+        profile="realtime",
+        p99_budget_ms=500,
+        quick=True,
+        out=tmp_path / "out",
+        grid={"realtime": [Candidate(1, 1)]},
+        levels=(1,),
+        engine="model-analyzer",
+        write=False,
+    )
+    summary = tune(options, log=lambda _: None)
+    result = summary["profiles"]["realtime"]
+    assert result["engine"] == "model-analyzer"
+    assert {t["candidate"]["instances"] for t in result["trials"]} == {1, 2}  # the start (2) and the candidate (1)
+    assert result["trials"][0]["default"] and result["trials"][0]["candidate"]["label"] == result["start"]["label"]
+    best = max(result["trials"], key=lambda t: t["throughput"])
+    assert result["winner"]["label"] == best["candidate"]["label"]
+    folder = options.out / "model_analyzer"
+    assert (folder / "results" / "metrics-model-inference.csv").is_file() and (folder / "config.yaml").is_file()
+    assert list((folder / "reports" / "summaries").rglob("*.html"))
+    assert "model_analyzer" in (options.out / "report.md").read_text()

@@ -26,6 +26,11 @@ def tune(
     ),
     map: list[str] = typer.Option([], "--map", help="As score's --map, for --data columns named otherwise."),
     out: Path | None = typer.Option(None, help="Report folder (default tune-out/MODEL)."),
+    engine: str = typer.Option(
+        "auto",
+        help="Real-time sweep: model-analyzer (Triton's model_analyzer, local launch of the embedded server's "
+        "binary), kit (perf_analyzer driven here) or auto (model-analyzer when installed; kit for ensembles).",
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Measure and report, but write nothing to the repository."),
 ) -> None:
     """Sweep instances x threads x batching (real time, perf_analyzer) or x request size x in flight (bulk,
@@ -44,6 +49,7 @@ def tune(
         maps=list(map),
         out=out,
         write=not dry_run,
+        engine=engine,
     )
     logging.getLogger("tritonkit.benchmarks").setLevel(logging.INFO)
     summary = run(options, log=typer.echo)
