@@ -4,7 +4,9 @@
 
 runs as a child process (a master and N forked workers, one core each); the figures come from
 Locust's CSV (its Aggregated row, statistics reset once all users run: `--reset-stats`), the
-client's CPU from the children's resource usage (start-up included).
+client's own cost from the users' accounting (client_cost.py: CPU per request and share of the cores
+over the same window, every worker summed), or from the children's resource usage (start-up
+included) when that is missing.
 """
 
 from __future__ import annotations

@@ -37,7 +37,11 @@ def _random_array(tensor, shape: tuple[int, ...], rng: np.random.Generator) -> n
 def _column_array(tensor, column, inner: tuple[int, ...]) -> np.ndarray:
     values = list(column)
     if tensor.datatype == "BYTES":
-        array = np.array([v if isinstance(v, bytes) else str(v).encode() for v in values], dtype=object)
+        missing = [v is None or (isinstance(v, float) and v != v) for v in values]  # sent as empty text
+        array = np.array(
+            [b"" if gone else v if isinstance(v, bytes) else str(v).encode() for v, gone in zip(values, missing)],
+            dtype=object,
+        )
     else:
         array = np.stack([np.asarray(v) for v in values]).astype(tensor.numpy_dtype)
     return array.reshape((len(values), *[d if d > 0 else -1 for d in inner]) if inner else (len(values),))

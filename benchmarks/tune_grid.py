@@ -31,7 +31,7 @@ class Candidate:
 
     @property
     def label(self) -> str:
-        parts = [f"{self.instances}x{self.threads}t"]
+        parts = [f"{self.instances}x{self.threads}t" if self.threads else f"{self.instances}x(all cores)"]
         if self.max_batch_size:
             parts.append(f"mbs {self.max_batch_size}")
         if self.max_queue_delay_us:

@@ -4,6 +4,7 @@ side-by-side confirmation of winner against start (alternating, so drift on a sh
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,8 @@ class Sweep:
             chosen = tune_grid.realtime_grid(self.options.quick)
         else:
             chosen = tune_grid.bulk_grid(self.options.quick, self.kind == "tabular")
+        if self.served != self.trials.target.tuned:  # an ensemble's member cannot take less than the ensemble
+            chosen = list(dict.fromkeys(replace(c, max_batch_size=self.start.max_batch_size) for c in chosen))
         chosen = [c for c in chosen if c != self.start]
         return sorted(chosen, key=lambda c: str(c.server_key))  # bulk: candidates sharing a config share a load
 
