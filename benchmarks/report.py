@@ -228,6 +228,16 @@ def _client_capacity(summary: dict) -> str:
         if bound
         else f"No Locust scenario had the client above {CLIENT_BOUND_PERCENT:g} % of its cores."
     )
+    costs = [r for r in summary["single_stream"] + summary["micro_batch"] if r.get("client_cpu_ms_per_request")]
+    if costs:
+        text += (
+            " The client's own CPU per request (the users' accounting, client_cost.py): "
+            + ", ".join(
+                f"{r['scenario']} {r['client_cpu_ms_per_request']:.3f} ms (mean latency {r['mean_ms']:.2f} ms)"
+                for r in costs
+            )
+            + "."
+        )
     if reruns:
         text += (
             " Closed-loop points run again with Locust's multi-process mode (`locust --processes N`, "
