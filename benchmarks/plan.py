@@ -123,15 +123,10 @@ def _usd(value: float | None) -> str:
 
 
 def duration(seconds: float | None) -> str:
-    """A short human form: 0s, 45s, 15m, 24h, 2d 4h."""
-    if seconds is None:
-        return "-"
-    seconds = int(round(seconds))
-    for unit, size, sub, sub_size in (("d", 86400, "h", 3600), ("h", 3600, "m", 60), ("m", 60, "s", 1)):
-        if seconds >= size:
-            rest = (seconds % size) // sub_size
-            return f"{seconds // size}{unit}" + (f" {rest}{sub}" if rest else "")
-    return f"{seconds}s"
+    """A short human form: 0s, 45s, 15m, 24h, 2d 4h ("-" for none)."""
+    from tritonkit.clients.store import format_duration
+
+    return "-" if seconds is None else format_duration(seconds)
 
 
 def _latency_reason(x: PlanInputs, modes: tuple[ModePlan, ...]) -> str:

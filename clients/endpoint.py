@@ -158,6 +158,28 @@ class Endpoint:
         args = list(GRPC_CHANNEL_ARGS)
         return [*args, ROUND_ROBIN] if self.url.startswith("dns:///") else args
 
+    def grpc_channel(self):
+        """A bare `grpc.Channel` to this endpoint (TLS from its files when `ssl`), with the kit's channel args:
+        for callers that send pre-serialized messages (the Locust users) rather than through tritonclient."""
+        import grpc
+
+        if not self.ssl:
+            return grpc.insecure_channel(self.url, options=self.grpc_channel_args())
+        from pathlib import Path
+
+        files = [self.root_certificates, self.private_key, self.certificate_chain]
+        root, key, chain = (Path(f).read_bytes() if f else None for f in files)
+        credentials = grpc.ssl_channel_credentials(root_certificates=root, private_key=key, certificate_chain=chain)
+        return grpc.secure_channel(self.url, credentials, options=self.grpc_channel_args())
+
+    def grpc_metadata(self) -> tuple[tuple[str, str], ...]:
+        """The headers as gRPC call metadata (lowercase names)."""
+        return tuple(self.headers.items())
+
+    def http_base_url(self) -> str:
+        """`http://HOST:PORT` or `https://HOST:PORT`."""
+        return f"{'https' if self.ssl else 'http'}://{self.url}"
+
     def http_ssl_options(self) -> dict | None:
         """tritonclient.http's ssl_options: the CA and client certificate files that are set."""
         files = {"ca_certs": self.root_certificates, "certfile": self.certificate_chain, "keyfile": self.private_key}

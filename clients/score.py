@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from tritonkit.clients import fingerprint, ids, mapping, sources, storage
 from tritonkit.clients import score_rows as rows
+from tritonkit.clients.advice import warn_if_realtime_config
 from tritonkit.clients.bulk import AsyncInferer, bulk_endpoint, infer_rows
 from tritonkit.clients.realtime import TritonClient
 from tritonkit.clients.results import Postprocess, RowResults, assemble
@@ -54,6 +55,7 @@ class ScoreRun:
         wait_ms = (endpoint.retry.max_total_s or endpoint.timeout_s) * 1000
         with TritonClient(endpoint) as client:
             self.meta = client.metadata(options.model, options.version, timeout_ms=wait_ms)
+            warn_if_realtime_config(client, options.model, options.version)
         self.out = storage.locate(options.output)
         self.rejects = storage.locate(options.rejects or self.out.sibling(self.out.name + ".rejects.jsonl"))
         self.parts = PartStore(self.out)

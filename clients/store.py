@@ -181,6 +181,16 @@ class PredictionStore(Protocol):
         """Releases connections; the store is not used afterwards."""
 
 
+def format_duration(seconds: float) -> str:
+    """A short human form, the inverse of `parse_duration`: 45s, 12m 5s, 3h 12m, 2d 4h."""
+    seconds = int(round(seconds))
+    for unit, size, sub, sub_size in (("d", 86400, "h", 3600), ("h", 3600, "m", 60), ("m", 60, "s", 1)):
+        if seconds >= size:
+            rest = (seconds % size) // sub_size
+            return f"{seconds // size}{unit}" + (f" {rest}{sub}" if rest else "")
+    return f"{seconds}s"
+
+
 def parse_duration(text: str, option: str = "duration") -> float:
     """Seconds in `text`: a positive number with a unit, like 90s, 30m, 12h, 2d (or 1.5h)."""
     match = _DURATION.match(str(text))

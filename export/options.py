@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tritonkit.errors import ExportError, UsageError
+from tritonkit.export import profiles
 from tritonkit.export.repository import new_version
 
 if TYPE_CHECKING:  # numpy and the model config (protobuf, tritonclient) load when an export runs, not for --help
@@ -83,7 +84,7 @@ class ExportOptions:
     timeout_action: str = "reject"
     instances: int | None = None
     kind: str | None = None
-    intra_op_threads: int = 1
+    intra_op_threads: int | None = None  # None: the profile's
     warmup_batch_size: int = 0
     response_cache: bool = False
     input_names: tuple[str, ...] = ()
@@ -91,6 +92,7 @@ class ExportOptions:
     atol: float | None = None
     rtol: float | None = None
     sample: Path | None = None
+    profile: str = "realtime"  # the job's starting config (export/profiles.py): realtime or bulk
 
     def __post_init__(self):
         object.__setattr__(self, "repository", Path(self.repository))
@@ -98,6 +100,7 @@ class ExportOptions:
             object.__setattr__(self, key, tuple(getattr(self, key) or ()))
         if not self.name or "/" in self.name or self.name.startswith("."):
             raise UsageError(f"--name is {self.name!r}; expected a model folder name (no '/', not hidden)")
+        profiles.check(self.profile)
         if self.format not in FORMATS:
             raise UsageError(f"--format is {self.format!r}; expected one of {', '.join(FORMATS)}")
         if self.kind is not None and self.kind not in KINDS:
@@ -199,7 +202,9 @@ class ExportOptions:
         """The config.pbtxt for this export: batching, instances and accelerator from the options."""
         from tritonkit.model_config import DynamicBatching, InstanceGroup, ModelConfig
 
-        max_batch = self.max_batch_size or default_max_batch_size
+        kind = self.instance_kind
+        point = profiles.starting_point(self.profile, default_max_batch_size >= TABULAR_MAX_BATCH_SIZE, kind)
+        max_batch = self.max_batch_size or point.max_batch_size or default_max_batch_size
         too_large = [size for size in self.preferred_batch_sizes if size > max_batch]
         if too_large:
             raise UsageError(f"--preferred-batch-size {too_large} exceeds max_batch_size {max_batch}")
@@ -208,13 +213,13 @@ class ExportOptions:
             preferred_batch_sizes=tuple(sorted(set(self.preferred_batch_sizes))),
             default_queue_policy=self.queue_policy,
         )
-        kind = self.instance_kind
         torchscript = self.format == "torchscript"  # the LibTorch backend's parameter names
-        threads = (
+        names = (
             ("INTRA_OP_THREAD_COUNT", "INTER_OP_THREAD_COUNT")
             if torchscript
             else ("intra_op_thread_count", "inter_op_thread_count")
         )
+        threads = point.threads if self.intra_op_threads is None else self.intra_op_threads
         return ModelConfig(
             name=self.name,
             backend="pytorch" if torchscript else "onnxruntime",
@@ -222,8 +227,8 @@ class ExportOptions:
             inputs=inputs,
             outputs=outputs,
             dynamic_batching=batching if self.dynamic_batching else None,
-            instance_groups=[InstanceGroup(count=self.instances or (2 if kind == "KIND_CPU" else 1), kind=kind)],
-            parameters={threads[0]: str(self.intra_op_threads), threads[1]: "1", **(parameters or {})},
+            instance_groups=[InstanceGroup(count=self.instances or point.instances, kind=kind)],
+            parameters={names[0]: str(threads), names[1]: "1", **(parameters or {})},
             model_warmup=self._warmup(inputs, max_batch),
             response_cache=self.response_cache,
             gpu_execution_accelerator=self._tensorrt(inputs, max_batch),

@@ -34,6 +34,7 @@ EXTRA_OF = {
     **dict.fromkeys(("xgboost", "lightgbm", "catboost", "onnxmltools"), "trees"),
     **dict.fromkeys(("locust", "matplotlib", "psutil", "fastapi", "uvicorn"), "bench"),
     "pyspark": "spark",
+    "model_analyzer": "tune",
     **dict.fromkeys(("helm_python", "kubernetes_validate", "trustme", "promql_parser", "moto", "boto3"), "dev"),
 }
 

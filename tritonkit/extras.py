@@ -3,7 +3,8 @@
 `pip install tritonkit` is the client (predict, score, lookup, freshness, the gateway, the guard, plan,
 models, the Python clients). Extras add the rest: `export` (torch, onnx, scikit-learn, transformers),
 `trees` (XGBoost, LightGBM, CatBoost and their ONNX converters, for `export xgboost|lightgbm|catboost`),
-`bench` (Locust, matplotlib, perf_analyzer's set-up), `spark` (pyspark), `all` (everything, with the test
+`bench` (Locust, matplotlib, perf_analyzer's set-up; `tune` needs it too), `tune` (Triton's
+model_analyzer), `spark` (pyspark), `all` (everything, with the test
 tools). The embedded server needs no extra here: it runs from its own environment (`tritonkit server-env`).
 """
 
@@ -13,7 +14,7 @@ import importlib.util
 
 from tritonkit.errors import UsageError
 
-EXTRAS = ("server", "export", "trees", "bench", "spark", "dev", "all")
+EXTRAS = ("server", "export", "trees", "bench", "tune", "spark", "dev", "all")
 # What each `tritonkit export` source imports (checked before its library loads).
 _CONVERT = ("torch", "onnx", "onnxscript", "onnxruntime")
 EXPORT_NEEDS = {

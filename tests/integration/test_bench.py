@@ -275,3 +275,85 @@ def test_bench_quick_exports_and_serves_model_and_its_nobatch_twin(model, tmp_pa
     assert summary["reference"]["single_row"]["rows_per_s"] > 0
     assert all(r["rows"] == 500 and r["rows_rejected"] == 0 for r in summary["offline"].values())
     assert (out / "report.md").read_text().startswith(f"# tritonkit bench: {model}")
+
+
+def _locust(url: str, protocol: str, prefix, cost_file, processes: int = 0) -> dict:
+    """One short headless Locust run of the kit's users; (Aggregated CSV row, the client-cost JSON)."""
+    env = {
+        "TRITONKIT_MODEL": "churn",
+        "TRITONKIT_PROTOCOL": protocol,
+        "TRITONKIT_CLIENT_COST_FILE": str(cost_file),
+    }
+    command = [sys.executable, "-m", "locust", "-f", str(ROOT / "benchmarks" / "locustfile.py"), "--host", url]
+    command += ["--headless", "-u", "2", "-r", "2", "-t", "3s", "--reset-stats", "--csv", str(prefix)]
+    command += ["--only-summary"] + (["--processes", str(processes)] if processes else [])
+    done = run_child(command, timeout_s=90, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "client cost:" in done.stderr  # every run says what the client itself cost
+    with open(f"{prefix}_stats.csv", newline="") as handle:
+        row = next(r for r in csv.DictReader(handle) if r["Name"] == "Aggregated")
+    return row, json.loads(cost_file.read_text())
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_locust_users_report_their_cpu_per_request_beside_latency_when_run(server, tmp_path, protocol):
+    url = server.grpc_url if protocol == "grpc" else server.http_url
+    row, cost = _locust(url, protocol, tmp_path / protocol, tmp_path / "cost.json")
+    assert int(row["Failure Count"]) == 0
+    # both count from Locust's reset when all users run; a call in flight at that moment may fall either side
+    assert cost["processes"] == 1 and abs(cost["requests"] - int(row["Request Count"])) <= 2
+    assert cost["requests"] > 0
+    assert cost["cpu_ms_per_request"] == pytest.approx(1000 * cost["cpu_s"] / cost["requests"], rel=1e-2)
+    assert cost["mean_latency_ms"] == pytest.approx(float(row["Average Response Time"]), rel=0.1)
+    assert cost["verdict"].split(":")[0] in ("client-bound", "client-heavy", "server-bound")
+
+
+def test_locust_processes_sum_every_workers_cost_when_run_with_processes(server, tmp_path):
+    row, cost = _locust(server.grpc_url, "grpc", tmp_path / "multi", tmp_path / "cost.json", processes=2)
+    assert cost["processes"] == 2 and cost["requests"] > 0 and int(row["Request Count"]) > 0
+    assert cost["cpu_s"] > 0 and cost["cpu_ms_per_request"] > 0
+
+
+def test_prebuilt_requests_get_the_same_answers_as_the_client_when_sent_raw(server, churn_rows):
+    """The bodies the Locust users send once serialized are real inferences: same outputs as TritonClient's."""
+    import urllib.request
+
+    import numpy as np
+    from tritonclient.grpc import service_pb2
+
+    from tritonkit.benchmarks.payloads import GRPC_INFER_METHOD, grpc_request, http_request
+    from tritonkit.clients import TritonClient
+    from tritonkit.clients.endpoint import Endpoint
+
+    arrays = {k: v[:4] for k, v in churn_rows.items()}
+    with TritonClient(server.grpc_url) as client:
+        meta = client.metadata("churn")
+        expected, _, _ = client.infer_arrays("churn", arrays)
+    endpoint = Endpoint(server.grpc_url)
+    channel = endpoint.grpc_channel()
+    try:
+        raw = channel.unary_unary(GRPC_INFER_METHOD)(grpc_request(meta, arrays), timeout=30)
+    finally:
+        channel.close()
+    response = service_pb2.ModelInferResponse.FromString(raw)
+    names = [o.name for o in response.outputs]
+    probability = np.frombuffer(response.raw_output_contents[names.index("probability")], dtype=np.float32)
+    np.testing.assert_array_equal(probability, expected["probability"].reshape(-1))
+
+    body, header_length = http_request(meta, arrays)
+    request = urllib.request.Request(
+        f"{Endpoint(server.http_url, protocol='http').http_base_url()}/v2/models/churn/infer",
+        data=body,
+        headers={"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(header_length)},
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        length = int(answer.headers["Inference-Header-Content-Length"])
+        content = answer.read()
+    header = json.loads(content[:length])
+    offset = length
+    for output in header["outputs"]:
+        size = output["parameters"]["binary_data_size"]
+        if output["name"] == "probability":
+            values = np.frombuffer(content[offset : offset + size], dtype=np.float32)
+            np.testing.assert_array_equal(values, expected["probability"].reshape(-1))
+        offset += size

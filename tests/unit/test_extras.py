@@ -59,6 +59,7 @@ def test_extras_match_pyproject_when_read():
         (["export", "lightgbm", "model.txt", "--name", "m"], ("skl2onnx",), "export"),
         (["bench", "--quick"], ("locust",), "bench"),
         (["bench", "--url", "127.0.0.1:8001"], ("matplotlib",), "bench"),
+        (["tune", "-m", "churn"], ("matplotlib",), "bench"),
         (["score", "-m", "churn", "-i", "in.parquet", "-o", "out", "--engine", "spark"], ("pyspark",), "spark"),
         (
             ["plan", "--from", str(SUMMARY), "--entities", "1000", "--request-rate", "5", "--png", "plan.png"],

@@ -17,7 +17,7 @@ from rich.markup import escape
 from typer._click import ClickException  # typer vendors click
 from typer.core import TyperGroup
 
-from tritonkit.cli import bench, export, gateway, guard, hybrid, plan, predict, score, serve, server_env
+from tritonkit.cli import bench, export, gateway, guard, hybrid, plan, predict, score, serve, server_env, tune
 from tritonkit.errors import NotFreshError, RowsRejectedError, TritonKitError, exit_code_for
 
 ENV_PREFIX = "TRITONKIT"
@@ -57,6 +57,7 @@ app.command("gateway")(gateway.gateway)
 app.add_typer(gateway.features_app, name="features")
 app.command("bench")(bench.bench)
 app.command("plan")(plan.plan)
+app.command("tune")(tune.tune)
 
 
 @app.callback()

@@ -21,16 +21,6 @@ def default_store_url() -> str:
     return f"sqlite://{Path.cwd() / 'predictions.db'}"
 
 
-def format_duration(seconds: float) -> str:
-    """A short human form: 45s, 12m 5s, 3h 12m, 2d 4h."""
-    seconds = int(round(seconds))
-    for unit, size, sub, sub_size in (("d", 86400, "h", 3600), ("h", 3600, "m", 60), ("m", 60, "s", 1)):
-        if seconds >= size:
-            rest = (seconds % size) // sub_size
-            return f"{seconds // size}{unit}" + (f" {rest}{sub}" if rest else "")
-    return f"{seconds}s"
-
-
 @option_group(endpoint_options(timeout_ms=10_000))
 def lookup(
     model: str = typer.Option(..., "--model", "-m", envvar="TRITONKIT_MODEL", help="Model whose prediction to read."),
@@ -143,6 +133,8 @@ def freshness(
 def _print_report(report) -> None:
     from rich.console import Console
     from rich.table import Table
+
+    from tritonkit.clients.store import format_duration
 
     run = report.last_run
     colour = "green" if report.ok else "red"
