@@ -1,8 +1,9 @@
 # syntax=docker/dockerfile:1
-# The tritonkit image: the `tritonkit` CLI, run by the Helm chart's batch jobs (`tritonkit score ...`), its
-# gateway (`tritonkit gateway ...`, hence the gateway extra) and its guard sidecar (`tritonkit guard ...`, the
-# validating front of Triton's HTTP endpoint).
-# Triton itself runs from NVIDIA's image (helm/tritonkit/values.yaml: image.*); this one is a client.
+# The tritonkit client image: `pip install tritonkit` and nothing more (predict, score, lookup, freshness, the
+# gateway, the guard, plan, models), run by the Helm chart's batch Jobs (`tritonkit score ...`), its gateway
+# (`tritonkit gateway ...`) and its guard sidecar (`tritonkit guard ...`, the validating front of Triton's HTTP
+# endpoint). No torch, no onnx, no Triton: Triton runs from NVIDIA's image (helm/tritonkit/values.yaml:
+# image.*); exporting models, benchmarks and Spark are extras installed where they run (README: Installing).
 #
 #   docker build -t tritonkit:0.1.0 .
 #   docker run --rm tritonkit:0.1.0 score --help
@@ -11,17 +12,27 @@ ARG PYTHON_IMAGE=python:3.11-slim
 
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PATH=/opt/tritonkit/bin:$PATH
-# pyproject pins torch==2.13.0; install that version from PyTorch's CPU index first, so that `pip install .`
-# finds it satisfied (2.13.0+cpu matches ==2.13.0) instead of pulling the default wheel with its CUDA libraries.
-RUN python -m venv /opt/tritonkit \
-    && pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/tritonkit
 WORKDIR /src
 COPY . .
-RUN pip install ".[gateway]" \
-    && python -c "import torch; assert torch.__version__.startswith('2.13.0') and torch.version.cuda is None, torch.__version__" \
-    && tritonkit --help > /dev/null
+# The client install, checked to hold no extra; then what a client never runs leaves the venv: pip itself, the
+# test suites and C headers that the numpy, pandas and pyarrow wheels carry, and Arrow Flight (an RPC framework
+# the kit never imports; nothing else in pyarrow links it). The imports after it prove the rest still loads (from
+# /: in /src the source folder `tritonkit/` would shadow the installed package).
+RUN /opt/tritonkit/bin/pip install . \
+    && cd / \
+    && /opt/tritonkit/bin/python -c "import importlib.util as u; \
+absent = [m for m in ('torch', 'onnx', 'onnxruntime', 'pyspark', 'locust', 'pytriton') if u.find_spec(m) is None]; \
+assert len(absent) == 6, absent" \
+    && /opt/tritonkit/bin/pip uninstall --yes --quiet pip setuptools \
+    && find /opt/tritonkit/lib -depth -type d -path '*/site-packages/*' \( -name tests -o -name include \) \
+        -exec rm -rf {} + \
+    && rm -f /opt/tritonkit/lib/python3*/site-packages/pyarrow/*flight* \
+    && /opt/tritonkit/bin/python -c "import numpy, pandas, pyarrow.csv, pyarrow.dataset, pyarrow.fs, pyarrow.json, \
+pyarrow.parquet, tritonclient.grpc, tritonclient.http, tritonkit.clients.score, tritonkit.clients.hybrid, \
+tritonkit.clients.gateway.server, tritonkit.clients.store, tritonkit.server.guard, granian, uvloop, xxhash, yaml" \
+    && /opt/tritonkit/bin/tritonkit --help > /dev/null
 
 FROM ${PYTHON_IMAGE}
 ENV PATH=/opt/tritonkit/bin:$PATH \

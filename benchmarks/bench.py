@@ -44,6 +44,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from tritonkit.benchmarks.defaults import (
+    DEFAULT_PRICE_BATCH_PER_HOUR,
+    DEFAULT_PRICE_REALTIME_PER_HOUR,
+    OPT_IN_SCENARIOS,
+    SCENARIOS,
+)
 from tritonkit.benchmarks.load import closed_loop, micro_batch, server_sweep
 from tritonkit.benchmarks.offline import run_offline
 from tritonkit.benchmarks.plots import write_plots
@@ -56,11 +62,6 @@ from tritonkit.benchmarks.report import (
     write_report,
 )
 from tritonkit.benchmarks.workloads import NOBATCH_SUFFIX, workload_for
-
-DEFAULT_PRICE_REALTIME_PER_HOUR = 0.17
-DEFAULT_PRICE_BATCH_PER_HOUR = 0.06
-SCENARIOS = ("single-stream", "dynamic-batching", "server", "offline")
-OPT_IN_SCENARIOS = ("hybrid",)  # run only when named in --scenarios (benchmarks/hybrid.py; needs redis-server)
 
 
 @dataclass

@@ -12,6 +12,7 @@ from pathlib import Path
 from tritonkit.atomic import write_bytes
 from tritonkit.benchmarks.plan import Plan, duration, sweep_rates
 from tritonkit.benchmarks.plan_modes import MODES, SPECS, TITLES, Figure, combined_basis, costs
+from tritonkit.extras import requires
 
 MODE_COLUMNS = [
     "mode",
@@ -135,6 +136,7 @@ def to_dict(plan: Plan) -> dict:
 
 def write_png(plan: Plan, path: Path) -> Path:
     """Daily cost of each mode against the request rate (the peak scaled with it), crossovers marked."""
+    requires("bench", "matplotlib", what="--png")
     import matplotlib
 
     matplotlib.use("Agg")

@@ -2,8 +2,8 @@
 
 model_analyzer runs here in its local launch mode: it starts the embedded server's tritonserver binary
 itself, with the backend directory the kit assembles (Python backend, its stub, the Python-based
-onnxruntime backend), the libraries on LD_LIBRARY_PATH and this Python first on PATH, as
-server/embedded.py does. Its manual search space is the kit's real-time grid (instance count x
+onnxruntime backend), the libraries on LD_LIBRARY_PATH and the server environment's Python first on PATH,
+as server/embedded.py does. Its manual search space is the kit's real-time grid (instance count x
 onnxruntime threads x max queue delay x preferred batch sizes); it sweeps concurrency with
 perf_analyzer (single-row requests) and ranks configs by throughput under the p99 budget. Its CSV,
 HTML summary and plots are copied into the report folder; the kit's report is built from its CSV.
@@ -57,9 +57,11 @@ def _search_space(candidates, budget_ms: float, levels: tuple[int, ...]) -> dict
 def config(model: str, repository: Path, workdir: Path, perf_analyzer: str, search: dict) -> dict:
     """model_analyzer's YAML config (as a dict): local launch of the kit's tritonserver, the kit's settings."""
     from tritonkit.server.embedded import TritonInstall, assemble_backends, free_port
+    from tritonkit.server.environment import groups_for_repository
 
-    install = TritonInstall.locate()
+    install = TritonInstall.locate(groups_for_repository(repository))
     backends = assemble_backends(install, workdir / "backends")
+    env = install.environment(os.environ)
     http, grpc, metrics = (free_port() for _ in range(3))
     return {
         "model_repository": str(repository),
@@ -73,8 +75,8 @@ def config(model: str, repository: Path, workdir: Path, perf_analyzer: str, sear
         "triton_server_path": str(install.binary),
         "triton_server_flags": {"backend_directory": str(backends)},
         "triton_server_environment": {
-            "LD_LIBRARY_PATH": str(install.libs),
-            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+            "LD_LIBRARY_PATH": env["LD_LIBRARY_PATH"],
+            "PATH": env["PATH"],
             "TRITONKIT_MODEL_REPOSITORIES": str(workdir / "output"),
         },
         "triton_http_endpoint": f"127.0.0.1:{http}",

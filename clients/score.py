@@ -28,6 +28,7 @@ from tritonkit.clients.runlock import ObjectLock, OutputLock, remove_stale_tempo
 from tritonkit.clients.score_options import ENGINES, ScoreOptions, ScoreReport, parse_shard  # noqa: F401 (re-exported)
 from tritonkit.clients.sinks import OrderedOutput, PartStore, output_format, staging_dir
 from tritonkit.errors import InputError, OutputError, UsageError
+from tritonkit.extras import requires
 
 logger = logging.getLogger(__name__)
 
@@ -355,6 +356,7 @@ def score(options: ScoreOptions, progress=None) -> ScoreReport:
     final output is never left half-written, and finished chunks stay for `--resume`.
     """
     if options.engine == "spark":
+        requires("spark", "pyspark", what="--engine spark")
         from tritonkit.clients.spark_job import run_score
 
         return run_score(options)

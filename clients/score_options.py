@@ -13,6 +13,7 @@ from tritonkit.clients import storage
 from tritonkit.clients.bulk import BULK_TIMEOUT_S
 from tritonkit.clients.endpoint import Endpoint
 from tritonkit.errors import UsageError
+from tritonkit.extras import requires
 
 RUN_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 STAMP = re.compile(r"(\d{4})(\d{2})(\d{2})T\d{6}Z")
@@ -84,6 +85,7 @@ class ScoreOptions:
             if self.rejects is not None and not storage.is_uri(self.rejects):
                 self.rejects = Path(self.rejects)
         else:
+            requires("spark", "pyspark", what="--engine spark")
             self.input, self.output = (spark_uri(v) for v in (self.input, self.output))
             from tritonkit.clients.spark_job import check_options
 

@@ -13,13 +13,16 @@ import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from tritonkit.errors import ExportError, UsageError
 from tritonkit.export import profiles
 from tritonkit.export.repository import new_version
-from tritonkit.model_config import DynamicBatching, InstanceGroup, ModelConfig, ModelWarmup, QueuePolicy, TensorSpec
+
+if TYPE_CHECKING:  # numpy and the model config (protobuf, tritonclient) load when an export runs, not for --help
+    import numpy as np
+
+    from tritonkit.model_config import ModelConfig, ModelWarmup, QueuePolicy, TensorSpec
 
 FORMATS = ("onnx", "tensorrt", "fil", "torchscript")
 TIMEOUT_ACTIONS = ("reject", "delay")
@@ -154,6 +157,8 @@ class ExportOptions:
     @property
     def queue_policy(self) -> QueuePolicy | None:
         """The batcher's default queue policy: None (Triton's unbounded queue) unless a queue option is set."""
+        from tritonkit.model_config import QueuePolicy
+
         if not self.max_queue_size and not self.queue_timeout_us and self.timeout_action == "reject":
             return None
         return QueuePolicy(
@@ -178,6 +183,8 @@ class ExportOptions:
         The default atol is relative to the output's largest magnitude (1 for probabilities), so that a
         regression target in the thousands is held to the same float32 precision as one in [0, 1].
         """
+        import numpy as np
+
         if self.atol is None:
             values = np.asarray(expected)
             peak = float(np.abs(values).max(initial=0.0)) if values.dtype.kind in "fiu" else 0.0
@@ -193,6 +200,8 @@ class ExportOptions:
         parameters: dict[str, str] | None = None,
     ) -> ModelConfig:
         """The config.pbtxt for this export: batching, instances and accelerator from the options."""
+        from tritonkit.model_config import DynamicBatching, InstanceGroup, ModelConfig
+
         kind = self.instance_kind
         point = profiles.starting_point(self.profile, default_max_batch_size >= TABULAR_MAX_BATCH_SIZE, kind)
         max_batch = self.max_batch_size or point.max_batch_size or default_max_batch_size
@@ -226,6 +235,8 @@ class ExportOptions:
         )
 
     def _warmup(self, inputs: list[TensorSpec], max_batch: int) -> list[ModelWarmup]:
+        from tritonkit.model_config import ModelWarmup
+
         if not self.warmup_batch_size:
             return []
         if self.warmup_batch_size > max_batch:
@@ -309,6 +320,8 @@ def specs_from_onnx(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
     """
     import onnx
 
+    from tritonkit.model_config import TensorSpec
+
     graph = onnx.load(str(path), load_external_data=False).graph
     initializers = {i.name for i in graph.initializer}
 
@@ -343,6 +356,7 @@ def check_dynamic_batch(path: Path) -> None:
 
 def read_sample(path: Path):
     """The rows of a --sample file: a pandas DataFrame (CSV, Parquet) or a dict of arrays (.npz)."""
+    import numpy as np
     import pandas as pd
 
     suffix = path.suffix.lower()

@@ -22,9 +22,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from tritonkit.errors import UsageError
-from tritonkit.model_config import InstanceGroup, ModelConfig
+
+if TYPE_CHECKING:  # the model config (protobuf, tritonclient) loads when a profile is applied, not for --help
+    from tritonkit.model_config import ModelConfig
 
 PROFILES = ("realtime", "bulk")
 REALTIME_MAX_INSTANCES = 2  # more single-threaded instances than this: let `tritonkit tune` measure it
@@ -61,6 +64,8 @@ def starting_point(profile: str, light: bool, kind: str = "KIND_CPU", cores: int
 def apply_profile(config: ModelConfig, profile: str, light: bool) -> ModelConfig:
     """`config` with the profile's instances, threads and max_batch_size (for sources that write their own
     config: churn, hf, minilm). Warmups larger than the new max_batch_size are dropped."""
+    from tritonkit.model_config import InstanceGroup
+
     kind = config.instance_groups[0].kind if config.instance_groups else "KIND_CPU"
     point = starting_point(profile, light, kind)
     max_batch = point.max_batch_size or config.max_batch_size
@@ -75,6 +80,8 @@ def apply_profile(config: ModelConfig, profile: str, light: bool) -> ModelConfig
 
 def write_profile(model_dir, profile: str, light: bool) -> ModelConfig:
     """Rewrites `model_dir`'s config.pbtxt for the profile; returns the config written."""
+    from tritonkit.model_config import ModelConfig
+
     config = apply_profile(ModelConfig.read(model_dir), profile, light)
     config.write(model_dir)
     return config

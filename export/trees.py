@@ -11,13 +11,13 @@ Pipeline with preprocessing becomes an ensemble of its preprocessing (ONNX) and 
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 
 from tritonkit.errors import UsageError
 from tritonkit.export.options import ExportOptions, ExportResult
+from tritonkit.extras import requires
 
 LIBRARIES = ("xgboost", "lightgbm", "catboost")
 JOBLIB_SUFFIXES = (".joblib", ".pkl", ".pickle")
@@ -33,10 +33,8 @@ def library_of(estimator) -> str | None:
 
 
 def _need(library: str) -> None:
-    if importlib.util.find_spec(library) is None or (
-        library != "catboost" and importlib.util.find_spec("onnxmltools") is None
-    ):
-        raise UsageError(f"{library} export needs the `trees` extra: pip install 'tritonkit[trees]'")
+    converters = () if library == "catboost" else ("onnxmltools",)  # CatBoost writes ONNX itself
+    requires("trees", library, *converters, what=f"`tritonkit export {library}`")
 
 
 def load_trees(library: str, path: Path):

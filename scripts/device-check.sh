@@ -37,6 +37,9 @@ for f in tritonkit/*; do ln -s "$PWD/$f" "$KIT/tritonkit/"; done
 for d in export clients server benchmarks; do ln -s "$PWD/$d" "$KIT/tritonkit/$d"; done
 export PYTHONPATH="$KIT:$PYTHONPATH"
 export PYTHONSAFEPATH=1  # `python -m` from the checkout would otherwise find ./tritonkit without its mapped parts
+# The embedded server runs from this Python as it is (no network here to build its own environment): an
+# environment the kit did not build is used as given, PYTHONPATH included (server/environment.py).
+export TRITONKIT_SERVER_ENV="$("$PYTHON" -c 'import sys; print(sys.prefix)')"
 
 step "the Python backend stub and its libpython"
 VERSION=$("$PYTHON" -c 'import sys; print(f"{sys.version_info.major}.{sys.version_info.minor}")')

@@ -1,11 +1,12 @@
 """The embedded Triton Inference Server: the tritonserver binary nvidia-pytriton ships, run as a child process.
 
-No Docker and no GPU are needed. The server gets a backend directory assembled here: Triton's
-Python backend with the stub for the running Python, and the kit's Python-based `onnxruntime`, `fil`
-and `pytorch` backends, so a production model repository loads unchanged. Triton's HTTP endpoint binds loopback on an
-internal port behind the guard (server/guard.py), which takes the public HTTP port; `restart()` brings
-Triton back on the same ports after a crash while the guard keeps listening (server/supervisor.py
-decides when).
+No Docker and no GPU are needed. The server runs from its own Python environment (server/environment.py:
+nvidia-pytriton, numpy<2, onnxruntime; the groups its repository's backends need), not the caller's. It
+gets a backend directory assembled here: Triton's Python backend with the stub for that environment's
+Python, and the kit's Python-based `onnxruntime`, `fil` and `pytorch` backends, so a production model
+repository loads unchanged. Triton's HTTP endpoint binds loopback on an internal port behind the guard
+(server/guard.py), which takes the public HTTP port; `restart()` brings Triton back on the same ports
+after a crash while the guard keeps listening (server/supervisor.py decides when).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import secrets
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tritonkit.errors import ModelLoadError, PortInUseError, ServerStartError, UsageError
+from tritonkit.server.environment import groups_for_repository
 from tritonkit.server.guard import Guard
 from tritonkit.server.infer_check import GuardLimits
 from tritonkit.server.kit_metrics import KitMetrics, MetricsServer
@@ -171,17 +172,14 @@ class EmbeddedServer:
         fronted = self.guard is not None or self.http_tls is not None
         triton_http = ("127.0.0.1", free_port("127.0.0.1")) if fronted else (self.host, self.http_port)
         self._triton_http = f"{triton_http[0]}:{triton_http[1]}"
-        install = TritonInstall.locate()
+        install = TritonInstall.locate(groups_for_repository(self.model_repository))
         self._workdir = Path(tempfile.mkdtemp(prefix="tritonkit-server-"))
         backends = assemble_backends(install, self._workdir / "backends")
         if self.log_file is None:
             self.log_file = self._workdir / "triton.log"
         self.log_file = Path(self.log_file).resolve()
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ)
-        env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(install.libs), env.get("LD_LIBRARY_PATH")]))
-        # The stub runs model.py with the first python3 on PATH: make it this environment's.
-        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        env = install.environment(os.environ)
         env[REPOSITORIES_ENV] = str(self.model_repository)
         command = [
             str(install.binary),

@@ -1,18 +1,21 @@
 """Where the embedded Triton comes from and what it needs around it: the binary and backends that the
-nvidia-pytriton wheel ships, the backend directory assembled for it, free ports, a repository check.
+nvidia-pytriton wheel ships in the server's own environment (server/environment.py), the process
+environment and backend directory assembled for it, free ports, a repository check.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import os
 import shutil
 import signal
 import socket
 import sys
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from tritonkit.errors import RepositoryError, ServerStartError
+from tritonkit.server.environment import ServerEnvironment
 
 ORT_BACKEND = Path(__file__).parent / "backends" / "onnxruntime" / "model.py"
 FIL_BACKEND = Path(__file__).parent / "backends" / "fil" / "model.py"
@@ -21,35 +24,59 @@ TORCH_BACKEND = Path(__file__).parent / "backends" / "pytorch" / "model.py"
 
 @dataclass(frozen=True)
 class TritonInstall:
-    """Where the pieces of the tritonserver that nvidia-pytriton ships live."""
+    """Where the pieces of the tritonserver that nvidia-pytriton ships live, in the server's environment."""
 
     binary: Path
     python_backend: Path
     stubs: Path
     libs: Path
+    python: Path  # the server environment's python3: the stub runs the Python backends with it
+    python_version: str  # "3.11": which stub
+    isolated: bool = True  # the kit built the environment: the caller's PYTHONPATH stays out of it
 
     @classmethod
-    def locate(cls) -> TritonInstall:
-        spec = importlib.util.find_spec("pytriton")
-        if spec is None or not spec.submodule_search_locations:
-            raise ServerStartError("nvidia-pytriton is not installed: it provides the tritonserver binary")
-        root = Path(list(spec.submodule_search_locations)[0]) / "tritonserver"
+    def locate(cls, groups: Iterable[str] = (), environment: ServerEnvironment | None = None) -> TritonInstall:
+        """The tritonserver of the server's environment, built first (with `groups`) when missing."""
+        environment = (environment or ServerEnvironment.default()).ensure(groups)
+        found = environment.query()
+        if found["pytriton"] is None:
+            raise ServerStartError(
+                f"nvidia-pytriton is not installed in the server's environment {environment.path}: it provides the "
+                "tritonserver binary (tritonkit server-env --rebuild)"
+            )
+        root = Path(found["pytriton"]) / "tritonserver"
         install = cls(
             binary=root / "bin" / "tritonserver",
             python_backend=root / "backends" / "python",
             stubs=root / "python_backend_stubs",
             libs=root.parent.parent / "nvidia_pytriton.libs",
+            python=environment.python,
+            python_version=found["version"],
+            isolated=environment.managed,
         )
         if not install.binary.exists():
             raise ServerStartError(f"tritonserver binary not found at {install.binary}")
         return install
 
     def stub(self) -> Path:
-        version = f"{sys.version_info.major}.{sys.version_info.minor}"
-        path = self.stubs / version / "triton_python_backend_stub"
+        path = self.stubs / self.python_version / "triton_python_backend_stub"
         if not path.exists():
-            raise ServerStartError(f"nvidia-pytriton has no Python backend stub for Python {version} ({path})")
+            raise ServerStartError(
+                f"nvidia-pytriton has no Python backend stub for Python {self.python_version} ({path})"
+            )
         return path
+
+    def environment(self, base: Mapping[str, str]) -> dict[str, str]:
+        """`base` (the caller's environment) as Triton needs it: its libraries on LD_LIBRARY_PATH, the server
+        environment's python3 first on PATH (the stub runs model.py with it) and, in an environment the kit
+        built, no PYTHONPATH or PYTHONHOME that would hand the stub the caller's packages (a numpy 2, say). An
+        environment given as it is ($TRITONKIT_SERVER_ENV naming a Python the kit did not build) keeps them:
+        its packages may live there (scripts/device-check.sh)."""
+        hidden = ("PYTHONPATH", "PYTHONHOME") if self.isolated else ()
+        env = {k: v for k, v in base.items() if k not in hidden}
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(self.libs), env.get("LD_LIBRARY_PATH")]))
+        env["PATH"] = os.pathsep.join(filter(None, [str(self.python.parent), env.get("PATH")]))
+        return env
 
 
 def assemble_backends(install: TritonInstall, dest: Path) -> Path:

@@ -5,8 +5,19 @@ and its executors; `spark_job`: the session, the input and the nightly job); thi
 short import path for users. Needs the `spark` extra (pyspark 4.1+) and Java 17+.
 """
 
-from tritonkit.clients.spark_job import SparkReport, prepare_environment, read_input, run_score, score_frame, session
-from tritonkit.clients.spark_udf import ERROR_COLUMN, TritonUDF
+from tritonkit.extras import requires
+
+requires("spark", "pyspark", what="tritonkit.spark")
+
+from tritonkit.clients.spark_job import (  # noqa: E402
+    SparkReport,
+    prepare_environment,
+    read_input,
+    run_score,
+    score_frame,
+    session,
+)
+from tritonkit.clients.spark_udf import ERROR_COLUMN, TritonUDF  # noqa: E402
 
 __all__ = [
     "ERROR_COLUMN",

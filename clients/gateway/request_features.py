@@ -125,10 +125,8 @@ def _parse(path: Path, text: str):
             return json.loads(text)
         except json.JSONDecodeError as e:
             raise UsageError(f"--request-features {path} is not valid JSON: {e}") from None
-    try:
-        import yaml
-    except ImportError:
-        raise UsageError(f"--request-features {path}: YAML needs PyYAML (pip install 'tritonkit[gateway]')") from None
+    import yaml
+
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as e:

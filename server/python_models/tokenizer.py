@@ -13,6 +13,7 @@ only numpy, `tokenizers` and `triton_python_backend_utils`. In NVIDIA's Triton c
 backend is present but `tokenizers` is not: `pip install tokenizers` in the image.
 """
 
+import ctypes
 import json
 import os
 
@@ -23,6 +24,11 @@ from tokenizers import Tokenizer
 TOKENIZER_FILE = "tokenizer.json"
 TEXT = "text"
 OUTPUTS = ("input_ids", "attention_mask")
+# DLPack's name for a consumed capsule (kept alive here: a capsule keeps the pointer, not a copy)
+_USED_CAPSULE = b"used_dltensor"
+_capsule_set_name = ctypes.pythonapi.PyCapsule_SetName
+_capsule_set_name.argtypes = [ctypes.py_object, ctypes.c_char_p]
+_capsule_set_name.restype = ctypes.c_int
 
 
 class TritonPythonModel:
@@ -80,13 +86,25 @@ class TritonPythonModel:
             rows = [ids[start:end], mask[start:end]]
             if not self.batching:
                 rows = [r.reshape(-1) for r in rows]
-            tensors = [pb_utils.Tensor(name, np.ascontiguousarray(r)) for name, r in zip(OUTPUTS, rows)]
+            tensors = [output_tensor(name, r) for name, r in zip(OUTPUTS, rows)]
             responses[i] = pb_utils.InferenceResponse(output_tensors=tensors)
             start = end
         return responses
 
     def finalize(self):
         self.tokenizer = None
+
+
+def output_tensor(name, value):
+    """An INT64 output through DLPack, as server/backends/onnxruntime/model.py builds them (with numpy 2,
+    pb_utils.Tensor(name, array) arrives empty); the consumed capsule gets DLPack's name back (the stub's
+    "used_dlpack" makes numpy's capsule destructor complain, or loop until the stub is unhealthy with numpy
+    1.26). The BYTES input still
+    needs numpy<2 in the stub, which the server's environment holds: DLPack has no strings."""
+    capsule = np.ascontiguousarray(value).__dlpack__()
+    tensor = pb_utils.Tensor.from_dlpack(name, capsule)
+    _capsule_set_name(capsule, _USED_CAPSULE)
+    return tensor
 
 
 def _error(message):

@@ -9,8 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-pytest.importorskip("granian", reason="the gateway extra is not installed (pip install 'tritonkit[gateway]')")
-pytest.importorskip("fastapi", reason="fastapi is not installed (the dev extra): no seed-style service")
+pytest.importorskip("fastapi", reason="fastapi is not installed (the bench extra): no seed-style service")
 if shutil.which("redis-server") is None:
     pytest.skip("redis-server is not installed (bash scripts/ensure-redis.sh)", allow_module_level=True)
 

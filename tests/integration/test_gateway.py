@@ -15,9 +15,6 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
-
-pytest.importorskip("granian", reason="the gateway extra is not installed (pip install 'tritonkit[gateway]')")
-
 from gateway_support import (
     SLOW_SLEEP_S,
     GatewayProcess,

@@ -10,10 +10,6 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
-
-pytest.importorskip("orjson", reason="the gateway extra is not installed (pip install 'tritonkit[gateway]')")
-pytest.importorskip("prometheus_client", reason="the gateway extra is not installed")
-
 from prometheus_client.parser import text_string_to_metric_families
 
 from tritonkit.clients.endpoint import Endpoint, RetryPolicy

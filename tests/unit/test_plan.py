@@ -365,6 +365,7 @@ def test_render_tags_every_figure_with_its_basis_when_rows_are_built():
 
 
 def test_plan_command_prints_json_and_writes_a_png_when_given_a_summary(tmp_path):
+    pytest.importorskip("matplotlib", reason="--png needs the bench extra (matplotlib)")
     from tritonkit.cli import app
 
     png = tmp_path / "cost.png"

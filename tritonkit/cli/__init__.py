@@ -13,10 +13,11 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer._click import ClickException  # typer vendors click
 from typer.core import TyperGroup
 
-from tritonkit.cli import bench, export, gateway, guard, hybrid, plan, predict, score, serve, tune
+from tritonkit.cli import bench, export, gateway, guard, hybrid, plan, predict, score, serve, server_env, tune
 from tritonkit.errors import NotFreshError, RowsRejectedError, TritonKitError, exit_code_for
 
 ENV_PREFIX = "TRITONKIT"
@@ -38,7 +39,7 @@ class KitGroup(TyperGroup):
         except TritonKitError as e:
             outcome = isinstance(e, (NotFreshError, RowsRejectedError))
             label = "[yellow]note:[/yellow]" if outcome else "[red]error:[/red]"
-            console.print(f"{label} {e}", highlight=False)
+            console.print(f"{label} {escape(str(e))}", highlight=False)  # `pip install 'tritonkit[export]'` stays
             ctx.exit(exit_code_for(e))
 
 
@@ -46,6 +47,7 @@ app = typer.Typer(cls=KitGroup, add_completion=False, no_args_is_help=True, help
 app.add_typer(export.export_app, name="export")
 app.command("serve")(serve.serve)
 app.command("guard")(guard.guard)
+app.command("server-env")(server_env.server_env)
 app.command("predict")(predict.predict)
 app.command("models")(predict.models)
 app.command("score")(score.score)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import typer
 
-from tritonkit.benchmarks.bench import DEFAULT_PRICE_BATCH_PER_HOUR, DEFAULT_PRICE_REALTIME_PER_HOUR, SCENARIOS
+from tritonkit.benchmarks.defaults import DEFAULT_PRICE_BATCH_PER_HOUR, DEFAULT_PRICE_REALTIME_PER_HOUR, SCENARIOS
+from tritonkit.extras import requires
 
 
 def _option(default, *flags: str, env: str, help: str):
@@ -103,6 +104,9 @@ def bench(
     ),
 ) -> None:
     """Latency and throughput in real time and batch, dynamic batching on/off, cost per million predictions."""
+    requires("bench", "locust", "gevent", "matplotlib", "psutil", "onnxruntime", what="`tritonkit bench`")
+    if url is None:  # the embedded run exports its models first
+        requires("export", "torch", "onnx", "sklearn", "skl2onnx", what="`tritonkit bench` without --url")
     argv = [
         "--out",
         str(out),

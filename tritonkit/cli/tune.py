@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from tritonkit.extras import requires
+
 
 def tune(
     model: str = typer.Option(..., "--model", "-m", envvar="TRITONKIT_MODEL", help="Model (or ensemble) to tune."),
@@ -35,6 +37,7 @@ def tune(
 ) -> None:
     """Sweep instances x threads x batching (real time, perf_analyzer) or x request size x in flight (bulk,
     score); write the winner and report.md, tune.json and throughput_vs_p99.png."""
+    requires("bench", "matplotlib", what="`tritonkit tune`")
     from tritonkit.benchmarks.tune import TuneOptions, gain_lines
     from tritonkit.benchmarks.tune import tune as run
 

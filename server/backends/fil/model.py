@@ -18,6 +18,7 @@ LightGBM with its own `predict(num_threads=...)`. A single request per `execute`
 requests of max_batch_size rows) runs on its input as it arrives, without a concatenation.
 """
 
+import ctypes
 import json
 import os
 
@@ -31,6 +32,11 @@ FILE_NAMES = {
     "lightgbm": "model.txt",
     "treelite_checkpoint": "checkpoint.tl",
 }
+# DLPack's name for a consumed capsule (see `output_tensor`), kept alive with the module
+_USED_CAPSULE = b"used_dltensor"
+_capsule_set_name = ctypes.pythonapi.PyCapsule_SetName
+_capsule_set_name.argtypes = [ctypes.py_object, ctypes.c_char_p]
+_capsule_set_name.restype = ctypes.c_int
 
 
 def _true(value):
@@ -107,7 +113,7 @@ class TritonPythonModel:
         tensor = pb_utils.get_input_tensor_by_name(request, "input__0")
         if tensor is None:
             raise ValueError(f"model '{self.model_name}': input 'input__0' is missing")
-        rows = tensor.as_numpy()
+        rows = np.from_dlpack(tensor)  # as_numpy() reads every row as the first when the stub's numpy is 2.x
         if rows.dtype != np.float32 or rows.ndim != 2 or rows.shape[1] != self.features:
             raise ValueError(
                 f"model '{self.model_name}': input 'input__0' is {rows.dtype} {list(rows.shape)}, "
@@ -116,7 +122,7 @@ class TritonPythonModel:
         return rows
 
     def _respond(self, output):
-        return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("output__0", np.ascontiguousarray(output))])
+        return pb_utils.InferenceResponse(output_tensors=[output_tensor("output__0", output)])
 
     def _run(self, rows):
         raw = self.predict(rows)
@@ -142,6 +148,20 @@ class TritonPythonModel:
         for (i, _), part in zip(valid, np.split(output, bounds) if len(valid) > 1 else [output]):
             responses[i] = self._respond(part)
         return responses
+
+
+def output_tensor(name, value):
+    """A numeric output through DLPack, exact whichever numpy the stub runs (with numpy 2,
+    `pb_utils.Tensor(name, array)` arrives empty); the consumed capsule gets DLPack's "used_dltensor" back from
+    the stub's "used_dlpack", which numpy's capsule destructor would report on every response (numpy 2) or
+    until the stub is declared unhealthy (numpy 1.26). As in server/backends/onnxruntime/model.py."""
+    value = np.ascontiguousarray(value)
+    if not value.flags.writeable:  # numpy refuses to export read-only arrays through DLPack
+        value = value.copy()
+    capsule = value.__dlpack__()
+    tensor = pb_utils.Tensor.from_dlpack(name, capsule)
+    _capsule_set_name(capsule, _USED_CAPSULE)
+    return tensor
 
 
 def _error(message):

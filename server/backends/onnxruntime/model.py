@@ -25,11 +25,11 @@ Triton's function and the decoding took 39. NVIDIA's container runs its native o
 which never calls it.
 """
 
+import ctypes
 import glob
 import json
 import os
 import struct
-import sys
 
 import numpy as np
 import onnxruntime as ort
@@ -69,22 +69,12 @@ _ORT_TO_TRITON = {
     "tensor(bool)": "TYPE_BOOL",
     "tensor(string)": "TYPE_STRING",
 }
-_NUMPY_1 = int(np.__version__.split(".")[0]) < 2
-
-
-def _quiet_dlpack_deleter(unraisable, previous=sys.unraisablehook):
-    """The stub marks a numpy capsule it took as "used_dlpack" (the protocol says "used_dltensor"); numpy's
-    capsule deleter then reports "incorrect name" for every output, and frees nothing (the stub does).
-    Measured here: no memory growth over 1,500 responses of 1 MB. Only that report is dropped."""
-    if isinstance(unraisable.exc_value, ValueError) and "PyCapsule_GetPointer called with incorrect name" in str(
-        unraisable.exc_value
-    ):
-        return
-    previous(unraisable)
-
-
-if not _NUMPY_1:
-    sys.unraisablehook = _quiet_dlpack_deleter
+# DLPack's name for a consumed capsule (see `output_tensor`). A capsule keeps the pointer, not a copy: this bytes
+# object lives as long as the module does.
+_USED_CAPSULE = b"used_dltensor"
+_capsule_set_name = ctypes.pythonapi.PyCapsule_SetName
+_capsule_set_name.argtypes = [ctypes.py_object, ctypes.c_char_p]
+_capsule_set_name.restype = ctypes.c_int
 DEFAULT_MAX_BATCH_SIZE = 4  # what Triton's native backend picks when the model can batch
 _LENGTH = struct.Struct("<I").unpack_from
 
@@ -225,8 +215,7 @@ class TritonPythonModel:
             tensor = pb_utils.get_input_tensor_by_name(request, name)
             if tensor is None:
                 raise ValueError(f"model '{self.model_name}': input '{name}' is missing")
-            # as_numpy() reads BOOL wrong when the stub's numpy is 2.x; DLPack is exact there.
-            array = tensor.as_numpy() if _NUMPY_1 or dtype is np.object_ else np.from_dlpack(tensor)
+            array = input_array(tensor, dtype)
             if dtype is np.object_:
                 if not all(type(value) is str for value in array.flat):  # bytes: not UTF-8 (raises here)
                     array = np.vectorize(_decode, otypes=[object])(array)
@@ -258,9 +247,7 @@ class TritonPythonModel:
             dtype = self.output_dtypes.get(name)
             if dtype is not None and value.dtype != dtype and dtype is not np.object_:
                 value = value.astype(dtype)
-            value = np.ascontiguousarray(value)
-            # pb_utils.Tensor(name, ndarray) arrives empty when the stub's numpy is 2.x: DLPack there.
-            tensors.append(pb_utils.Tensor(name, value) if value.dtype == np.object_ else _from_dlpack(name, value))
+            tensors.append(output_tensor(name, value))
         return pb_utils.InferenceResponse(output_tensors=tensors)
 
     def _run_one(self, arrays):
@@ -301,12 +288,32 @@ class TritonPythonModel:
         self.session = None
 
 
-def _from_dlpack(name, value):
-    if _NUMPY_1:  # the stub cannot take numpy 1's DLPack capsules, and Tensor(name, ndarray) is exact there
+def input_array(tensor, dtype):
+    """A request's input as a numpy array: numbers through DLPack (with numpy 2 in the stub, `as_numpy()`
+    builds arrays with broken strides: every row reads as the first, BOOL wrong), BYTES (`dtype` object)
+    through `as_numpy()`, which calls `deserialize_bytes_tensor` above: DLPack has no strings."""
+    return tensor.as_numpy() if dtype is np.object_ else np.from_dlpack(tensor)
+
+
+def output_tensor(name, value):
+    """An output tensor that arrives intact whichever numpy the stub runs.
+
+    Numbers go through DLPack: with numpy 2, `pb_utils.Tensor(name, array)` returns an empty tensor without a
+    word. DLPack carries no strings, so BYTES (object) arrays keep `pb_utils.Tensor`. The stub marks the capsule
+    it consumed "used_dlpack" where DLPack says "used_dltensor"; numpy's capsule destructor then reports an
+    error for every output (numpy 2), or over and over until Triton declares the stub unhealthy (numpy 1.26).
+    So the capsule gets DLPack's name back once the stub holds the tensor; the stub frees the memory when it is
+    done with it. One path for both numpys: stub RSS stays flat over 6,000 requests with either (README).
+    """
+    value = np.ascontiguousarray(value)
+    if value.dtype == np.object_:
         return pb_utils.Tensor(name, value)
     if not value.flags.writeable:  # numpy refuses to export read-only arrays through DLPack
         value = value.copy()
-    return pb_utils.Tensor.from_dlpack(name, value)
+    capsule = value.__dlpack__()
+    tensor = pb_utils.Tensor.from_dlpack(name, capsule)
+    _capsule_set_name(capsule, _USED_CAPSULE)
+    return tensor
 
 
 def _non_finite(model, name, array, bad, batching):

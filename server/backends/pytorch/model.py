@@ -12,7 +12,9 @@ once and split back in order; a request whose input does not fit the model gets 
 response and the others in its batch are still served. Inputs are read through DLPack (as_numpy when
 that fails); outputs are copied to host memory once per execution and always handed to Triton with
 `pb_utils.Tensor.from_dlpack`, which stays exact under numpy 2 (`pb_utils.Tensor(name, ndarray)`
-arrives empty there).
+arrives empty there). The same DLPack path as the onnxruntime and fil backends, without their capsule
+renaming: torch's capsule destructor leaves a capsule alone once a consumer renamed it (no report, flat
+stub RSS, whichever numpy the stub runs).
 
 This file runs inside Triton's Python backend stub, not inside the tritonkit package: it imports
 only torch and `triton_python_backend_utils`. Parameters read from config.pbtxt (the native
