@@ -23,8 +23,11 @@ class _Recorder:
     def __init__(self, name: str, user_classes: list, host: str):
         from locust.env import Environment
 
+        from tritonkit.benchmarks.locustfile import STOP_TIMEOUT_S
+
         self.name = name
-        self.env = Environment(user_classes=user_classes, host=host)
+        # users finish their request in flight when the run stops (a call cut off is a cancellation, see locustfile)
+        self.env = Environment(user_classes=user_classes, host=host, stop_timeout=STOP_TIMEOUT_S)
         self.samples: list[float] = []
         self.rows = 0
         self.failures = 0

@@ -36,6 +36,11 @@ Two gevent traps this file defuses (both once hung a run, see tests/integration/
 - Locust sets `-t/--run-time` with gevent's `spawn_later`, on a loop clock last read when gevent
   started: when importing took longer than the run time, the run ended at once. The clock is
   refreshed when Locust fires `init`.
+
+A user is never stopped in the middle of a request: a gRPC call cut off by the end of a run is a cancellation,
+and Triton up to 25.03 (the embedded server's 2.51 included) can crash with SIGSEGV when a cancellation
+arrives as the request completes (triton-inference-server/server issue 8034). Without `--stop-timeout`,
+each user finishes the request it has in flight (STOP_TIMEOUT_S at most) before it stops.
 """
 
 from __future__ import annotations
@@ -56,11 +61,14 @@ from tritonkit.clients.realtime import TritonClient
 from tritonkit.errors import UsageError
 
 _open_senders: dict[int, object] = {}  # id -> sender (or client): every channel not closed yet
+STOP_TIMEOUT_S = 10.0  # how long a stopping user may take to finish the request in flight
 
 
 @events.init.add_listener
 def _on_init(environment, **_) -> None:
     gevent.get_hub().loop.update_now()  # so that -t counts from now, not from when gevent started
+    if not environment.stop_timeout:  # Locust's default kills users mid-request: a cancellation each
+        environment.stop_timeout = STOP_TIMEOUT_S
     if environment.runner is not None:
         ClientCost(environment)
 

@@ -10,6 +10,8 @@ the one the kit generates.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import subprocess
 import sys
 import threading
@@ -248,3 +250,35 @@ def test_bulk_gives_up_with_unavailable_at_total_deadline_when_no_server_listens
         asyncio.run(once())
     assert time.perf_counter() - start < 10, "the total deadline did not stop the retries"
     assert down.value.status == "UNAVAILABLE" and "still unavailable after" in str(down.value)
+
+
+def _successes(server, model: str) -> int:
+    import tritonclient.grpc as grpcclient
+
+    with grpcclient.InferenceServerClient(server.grpc_url) as client:
+        stats = client.get_inference_statistics(model, as_json=True)["model_stats"][0]
+    return int(stats["inference_stats"]["success"].get("count", 0))
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_locust_run_stops_users_after_their_request_answers_when_run_time_ends(slow_server, tmp_path, protocol):
+    """A user cut off mid-request cancels it, and Triton 2.51 can crash on a cancellation (issue 8034):
+    every request the kit's Locust users send is answered and counted, none left in flight at the end."""
+    root = Path(__file__).resolve().parents[2]
+    (tmp_path / "rows.csv").write_text("x\n0.4\n")  # each request holds `sleepy` 0.4 s: a stop lands mid-request
+    before = _successes(slow_server, "sleepy")
+    env = {
+        "TRITONKIT_MODEL": "sleepy",
+        "TRITONKIT_PROTOCOL": protocol,
+        "TRITONKIT_DATA": str(tmp_path / "rows.csv"),
+        "TRITONKIT_TIMEOUT_MS": "30000",
+    }
+    command = [sys.executable, "-m", "locust", "-f", str(root / "benchmarks" / "locustfile.py")]
+    command += ["--host", url_of(slow_server, protocol), "--headless", "-u", "2", "-r", "2", "-t", "2s"]
+    command += ["--json-file", str(tmp_path / "run"), "--only-summary"]  # run.json, written once all users stopped
+    done = subprocess.run(command, capture_output=True, text=True, timeout=90, env={**os.environ, **env}, cwd=root)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (entry,) = json.loads((tmp_path / "run.json").read_text())
+    counted, answered = entry["num_requests"], _successes(slow_server, "sleepy") - before
+    assert entry["num_failures"] == 0 and counted > 0
+    assert counted == answered, f"Triton answered {answered} requests, Locust counted {counted}"
