@@ -218,7 +218,7 @@ def test_values_file_comments_every_key_when_read_line_by_line() -> None:
 def test_deployment_runs_pinned_triton_image_with_static_models_when_defaults() -> None:
     """NVIDIA's image at the pinned tag, models loaded once (--model-control-mode=none)."""
     container = triton_container(render())
-    assert container["image"] == "nvcr.io/nvidia/tritonserver:24.10-py3"
+    assert container["image"] == "nvcr.io/nvidia/tritonserver:25.06-py3"
     assert container["command"] == ["tritonserver"]
     assert "--model-control-mode=none" in container["args"]
 
