@@ -357,3 +357,17 @@ def test_prebuilt_requests_get_the_same_answers_as_the_client_when_sent_raw(serv
             values = np.frombuffer(content[offset : offset + size], dtype=np.float32)
             np.testing.assert_array_equal(values, expected["probability"].reshape(-1))
         offset += size
+
+
+def test_cancel_check_reports_cancellations_and_whether_server_survived(churn_repository, tmp_path):
+    """Its own server: the check may crash it (Triton 2.51, issue 8034); the verdict must match the exit code."""
+    repository = tmp_path / "repo"
+    shutil.copytree(churn_repository / "churn", repository / "churn")
+    with EmbeddedServer(repository, http_port=0, grpc_port=0, metrics_port=0, log_file=tmp_path / "t.log") as server:
+        command = [sys.executable, "-m", "tritonkit.benchmarks.cancel_check", "--url", server.grpc_url]
+        done = run_child([*command, "--model", "churn", "--seconds", "2"], timeout_s=120)
+        survived = server.running()
+    assert done.returncode == (0 if survived else 1), done.stdout + done.stderr[-3000:]
+    cancelled = int(done.stdout.split(" requests cancelled by their deadline")[0].split()[-1])
+    assert cancelled > 0, done.stdout  # deadlines under 2 ms expire: the check did send cancellations
+    assert ("still answers" if survived else "is gone") in done.stdout
