@@ -16,12 +16,12 @@ import json
 import math
 import os
 import resource
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tritonkit.benchmarks import spawn
 from tritonkit.benchmarks.client_cost import COST_FILE_ENV
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
@@ -85,13 +85,7 @@ def run(point: LocustRun, csv_dir: Path) -> dict:
     cost_file = csv_dir / f"{point.name}_client_cost.json"
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    done = subprocess.run(
-        point.command(prefix),
-        capture_output=True,
-        text=True,
-        env=point.environment(cost_file),
-        timeout=point.run_s + 90,
-    )
+    done = spawn.run(point.command(prefix), timeout_s=point.run_s + 90, env=point.environment(cost_file))
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:

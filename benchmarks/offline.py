@@ -9,11 +9,11 @@ JSON line with each model's rows/s, request latency and client CPU.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from tritonkit.benchmarks import spawn
 from tritonkit.benchmarks.workloads import workload_for
 
 
@@ -62,12 +62,7 @@ def run_offline(url: str, models: list[str], workload: str, rows: int, concurren
         "concurrency": concurrency,
         "tmp": str(tmp),
     }
-    done = subprocess.run(
-        [sys.executable, "-m", "tritonkit.benchmarks.offline", json.dumps(spec)],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
+    done = spawn.run([sys.executable, "-m", "tritonkit.benchmarks.offline", json.dumps(spec)], timeout_s=1800)
     if done.returncode != 0:
         raise RuntimeError(f"offline scenario for {', '.join(models)} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -16,12 +16,13 @@ import os
 import re
 import resource
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from tritonkit.benchmarks import spawn
 
 VERSION = "2.51.0"
 ENSURE_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ensure-perf-analyzer.sh"
@@ -47,9 +48,7 @@ def ensure(log=print) -> tuple[str | None, str]:
             "`bash scripts/ensure-perf-analyzer.sh`, or put perf_analyzer 2.51 on PATH"
         )
     log("perf_analyzer is not installed: running scripts/ensure-perf-analyzer.sh")
-    done = subprocess.run(
-        ["bash", str(ENSURE_SCRIPT)], env={**os.environ, "VENV": sys.prefix}, capture_output=True, text=True
-    )
+    done = spawn.run(["bash", str(ENSURE_SCRIPT)], timeout_s=1800, env={**os.environ, "VENV": sys.prefix})
     if done.returncode != 0:
         return None, f"scripts/ensure-perf-analyzer.sh failed: {done.stderr.strip()[-500:]}"
     found = find()
@@ -148,9 +147,7 @@ def measure(
         command = _command(binary, url, model, concurrency, window_ms, percent, max_trials, input_data, csv_path)
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
-        done = subprocess.run(
-            command, capture_output=True, text=True, timeout=60 + window_ms / 1000 * (max_trials + 2) * 2
-        )
+        done = spawn.run(command, timeout_s=60 + window_ms / 1000 * (max_trials + 2) * 2)
         wall = time.perf_counter() - start
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if done.returncode == 0 and csv_path.is_file():

@@ -371,3 +371,28 @@ def test_cancel_check_reports_cancellations_and_whether_server_survived(churn_re
     cancelled = int(done.stdout.split(" requests cancelled by their deadline")[0].split()[-1])
     assert cancelled > 0, done.stdout  # deadlines under 2 ms expire: the check did send cancellations
     assert ("still answers" if survived else "is gone") in done.stdout
+
+
+SPAWN_UNDER_GEVENT = """
+from gevent import monkey; monkey.patch_all()
+import json, subprocess, sys, gevent
+from tritonkit.benchmarks import spawn
+assert spawn._gevent_patched()
+subprocess.run([sys.executable, "-c", "pass"])  # gevent's own child watching, on first, as in the bench
+ticks = []
+gevent.spawn(lambda: [ticks.append(gevent.sleep(0.05)) for _ in range(5)])
+done = spawn.run([sys.executable, "-c", "import os, sys; print(os.environ['X']); sys.exit('bad: 3')"], 30, {"X": "y"})
+try:
+    spawn.run(["sleep", "30"], 0.5)
+    late = None
+except subprocess.TimeoutExpired as e:
+    late = e.timeout
+print(json.dumps({"code": done.returncode, "out": done.stdout, "err": done.stderr, "late": late, "ticks": len(ticks)}))
+"""
+
+
+def test_spawn_runs_children_without_fork_and_reports_them_like_subprocess_when_gevent_patched():
+    done = run_child([sys.executable, "-c", SPAWN_UNDER_GEVENT], timeout_s=60)
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen == {"code": 1, "out": "y\n", "err": "bad: 3\n", "late": 0.5, "ticks": 5}  # the hub ran meanwhile
