@@ -113,7 +113,7 @@ def export_fil(estimator, library: str, options: ExportOptions, inputs: str = "a
 
     A Pipeline with steps before the trees becomes an ensemble (`fil_pipeline.export_fil_pipeline`).
     """
-    from tritonkit.export.sklearn import feature_count, kind_of, matrix_frame, random_rows, sample_rows
+    from tritonkit.export.sklearn import feature_count, kind_of, matrix_frame, parity_rows
 
     check_library(library)
     if getattr(estimator, "steps", None) and len(estimator.steps) > 1:
@@ -125,12 +125,7 @@ def export_fil(estimator, library: str, options: ExportOptions, inputs: str = "a
         raise UsageError("--input-name/--output-name: FIL's tensors are always `input__0` and `output__0`")
     classifier = kind_of(estimator)
     n = feature_count(estimator, None)
-    rows = random_rows(estimator, n)
-    checked = f"{len(rows)} random rows"
-    if options.sample is not None:
-        sample = sample_rows(options.sample, estimator, n)
-        rows = np.concatenate([rows, sample])
-        checked += f" + {len(sample)} rows of {options.sample.name}"
+    rows, checked = parity_rows(estimator, n, options.sample)
     source = matrix_frame(estimator, rows)
     expected = estimator.predict_proba(source) if classifier else np.asarray(estimator.predict(source)).reshape(-1, 1)
     width = expected.shape[1]

@@ -200,18 +200,13 @@ def _matrix_plan(estimator, parts: _Parts, options: ExportOptions) -> _Plan:
         exact_standard_scalers,
         feature_count,
         matrix_frame,
+        parity_rows,
         predictions,
-        random_rows,
-        sample_rows,
     )
 
     [name] = rename(["features"], options.input_names, "--input-name")
     n = feature_count(estimator, None)
-    rows = random_rows(estimator, n)
-    checked = f"{len(rows)} random rows"
-    if options.sample is not None:
-        sample = sample_rows(options.sample, estimator, n)
-        rows, checked = np.concatenate([rows, sample]), checked + f" + {len(sample)} rows of {options.sample.name}"
+    rows, checked = parity_rows(estimator, n, options.sample)
 
     def parity(est, run, missing):
         expected = predictions(est, matrix_frame(est, rows), parts.classifier)

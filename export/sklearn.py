@@ -141,6 +141,15 @@ def random_rows(estimator, n: int, rows: int = RANDOM_ROWS, seed: int = 0) -> np
     return (centre + spread * np.random.default_rng(seed).standard_normal((rows, n))).astype(np.float32)
 
 
+def parity_rows(estimator, n: int, sample: Path | None) -> tuple[np.ndarray, str]:
+    """The rows a parity check runs on (random rows around the fitted scale, then --sample's) and what they are."""
+    rows = random_rows(estimator, n)
+    if sample is None:
+        return rows, f"{len(rows)} random rows"
+    extra = sample_rows(sample, estimator, n)
+    return np.concatenate([rows, extra]), f"{len(rows)} random rows + {len(extra)} rows of {sample.name}"
+
+
 def sample_rows(path: Path, estimator, n: int) -> np.ndarray:
     """The --sample file's rows as FP32 [rows, n]: its columns named as the estimator's features, else its
     numeric columns (which must then be exactly n)."""
@@ -310,12 +319,7 @@ def _export_matrix(estimator, options: ExportOptions, n_features: int | None) ->
     names = getattr(estimator, "feature_names_in_", None)
     props = {"tritonkit.feature_names": ",".join(map(str, names))} if names is not None else {}
     finish_graph(model, outputs, classifier, has_proba, describe(estimator), props)
-    rows = random_rows(estimator, n)
-    checked = f"{len(rows)} random rows"
-    if options.sample is not None:
-        sample = sample_rows(options.sample, estimator, n)
-        rows = np.concatenate([rows, sample])
-        checked += f" + {len(sample)} rows of {options.sample.name}"
+    rows, checked = parity_rows(estimator, n, options.sample)
 
     def parity(path: Path) -> list:
         got = run_onnx(path, {input_name: rows}, outputs)
