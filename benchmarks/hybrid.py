@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,8 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from tritonkit.benchmarks.spawn import stop_group
 
 RATIOS = (1.0, 0.9, 0.5, 0.0)
 ENTITIES = 5000  # entities with a batch prediction; as many again with features only
@@ -48,13 +49,7 @@ class Service:
             return 0.0
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop_group(self.process)
 
 
 def _spawn(name: str, command: list[str], url: str, health: str, log: Path, env: dict | None = None) -> Service:

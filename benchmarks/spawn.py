@@ -64,3 +64,16 @@ def run(command: list[str], timeout_s: float, env: Mapping[str, str] | None = No
 def _text(handle) -> str:
     handle.seek(0)
     return handle.read().decode("utf-8", errors="replace")
+
+
+def stop_group(process: subprocess.Popen, grace_s: float = 30.0) -> None:
+    """Stops a child started with `start_new_session=True` and every process of its group: SIGTERM, then
+    SIGKILL when it has not exited after `grace_s`."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -15,6 +13,8 @@ from pathlib import Path
 import onnx
 from onnx import TensorProto, helper
 from prometheus_client.parser import text_string_to_metric_families
+
+from tritonkit.benchmarks.spawn import stop_group
 
 CLOCK_INPUTS = ("x", "hour_of_day", "day_of_week", "is_weekend")
 SLOW_SLEEP_S = 2.0
@@ -96,13 +96,8 @@ class GatewayProcess:
         raise RuntimeError(f"the gateway did not answer /healthz in {timeout_s} s: {self.log.read_text()[-2000:]}")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        if self.process is not None:
+            stop_group(self.process)
 
 
 def call(port: int, method: str, path: str, body=None, timeout_s: float = 30.0) -> tuple[int, dict, object]:
