@@ -6,12 +6,14 @@ Threads send single-row requests with deadlines of 0.3 to 2 ms, so that many exp
 answers: each expiry is a cancellation that reaches the server as its response completes. Triton up to
 25.03 (2.51, the embedded server's version, included) can crash with SIGSEGV in that race
 (triton-inference-server/server issue 8034); the embedded server died within 40 s here. Prints what was
-sent and whether the server still answers; exit code 0 when it survived, 1 when it is gone.
+sent and whether the server still answers; exit code 0 when it survived, 1 when it is gone, 2 when
+nothing could be sent (no server there, no such model).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import threading
 import time
 
@@ -79,7 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="a model that answers single-row requests")
     parser.add_argument("--seconds", type=float, default=60.0, help="how long to keep cancelling")
     options = parser.parse_args(argv)
-    result = check(options.url, options.model, options.seconds)
+    try:
+        result = check(options.url, options.model, options.seconds)
+    except ServerError as e:  # not reached, or no such model: nothing was sent, so no verdict
+        print(f"cancel_check: nothing sent: {e}", file=sys.stderr)
+        return 2
     verdict = "still answers" if result["survived"] else "is gone (crashed or unreachable)"
     print(
         f"{result['cancelled']} requests cancelled by their deadline, {result['answered']} answered, "

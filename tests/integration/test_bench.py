@@ -396,3 +396,12 @@ def test_spawn_runs_children_without_fork_and_reports_them_like_subprocess_when_
     assert done.returncode == 0, done.stderr[-3000:]
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert seen == {"code": 1, "out": "y\n", "err": "bad: 3\n", "late": 0.5, "ticks": 5}  # the hub ran meanwhile
+
+
+def test_cancel_check_exits_2_without_verdict_when_no_server_listens():
+    from tritonkit.server import free_port
+
+    url = f"127.0.0.1:{free_port()}"
+    done = run_child([sys.executable, "-m", "tritonkit.benchmarks.cancel_check", "--url", url, "--model", "m"], 60)
+    assert done.returncode == 2, done.stdout + done.stderr[-3000:]
+    assert "nothing sent" in done.stderr and url in done.stderr and "Traceback" not in done.stderr
