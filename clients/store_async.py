@@ -74,6 +74,9 @@ class AsyncRedisStore:
 
     def __init__(self, url: str, ttl_s: dict, features_ttl_s: float, max_connections: int = DEFAULT_MAX_CONNECTIONS):
         import redis.asyncio as aredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+        from redis.exceptions import ConnectionError as RedisConnectionError
 
         from tritonkit.clients.store_redis import CONNECT_TIMEOUT_S, LOOKUP_SCRIPT
 
@@ -85,6 +88,10 @@ class AsyncRedisStore:
                 timeout=POOL_WAIT_S,
                 socket_connect_timeout=CONNECT_TIMEOUT_S,
                 socket_timeout=None,  # every call is bounded by `bounded` instead: redis-py's own costs a task per send
+                # a pooled connection that Redis closed (a restart, a failover, an idle timeout) fails its next call:
+                # reconnect and send it once more (every command here is a read or an idempotent write)
+                retry=Retry(NoBackoff(), 1),
+                retry_on_error=[RedisConnectionError],
             )
         except ValueError as e:
             raise StoreError(f"store URL {self.url!r} is not a valid Redis URL: {e}", url=self.url) from e

@@ -228,3 +228,25 @@ def test_open_store_hides_password_when_url_has_one():
     with pytest.raises(StoreUnavailableError) as raised:
         store.get("churn", "1")
     assert "s3cret" not in str(raised.value)
+
+
+def test_async_store_reads_at_once_when_redis_restarted_under_its_pooled_connection(tmp_path):
+    """A restart (or failover) closes the pooled connection: the next read reconnects instead of failing."""
+    import asyncio
+
+    from tritonkit.clients.store_async import AsyncRedisStore
+
+    own = RedisProcess(tmp_path).start()
+
+    async def read_restart_read():
+        store = AsyncRedisStore(own.url, {}, 3600)
+        await store.lookup("churn", ["a"], True, 2.0)  # the pool now holds an open connection
+        own.stop()
+        own.start()
+        return await store.lookup("churn", ["a"], True, 2.0)
+
+    try:
+        (found,) = asyncio.run(read_restart_read())
+    finally:
+        own.stop()
+    assert found.entity_id == "a" and found.entry is None
