@@ -440,7 +440,7 @@ def test_gateway_serves_stale_entry_or_503_when_triton_stops(gateway, triton, re
         )
     triton.stop()
     status, _, body = get(gateway, "churn", "down-1", "?max_age=1h")
-    assert status == 200 and body["status"] == "live_failed" and body["outputs"] == PLACEHOLDER
+    assert status == 200 and body["status"] == "live_failed" and body["outputs"] == PLACEHOLDER, body
     assert body["source"] == "batch" and "live call failed" in body["detail"]
     status, headers, body = get(gateway, "churn", "down-2")
     assert status == 503 and headers["retry-after"] == "1" and body["status"] == "live_failed"
